@@ -1,0 +1,1 @@
+"""Inference backends: ONNX Runtime everywhere, ais_bench's InferSession on Ascend."""

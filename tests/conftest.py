@@ -1,0 +1,40 @@
+"""Shared test fixtures: where the real data lives and how to run a step script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+STANDINS = Path(__file__).resolve().parent / "standins"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`../shared/data` (real ImageNet images); tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def run_script(script: str, *args: object, cwd: Path | None = None, env: dict | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a top-level step script (or any file relative to the repo root) as a user would."""
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / script), *map(str, args)],
+        cwd=cwd or REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int = 2, contains: str | None = None) -> None:
+    """The contract for bad input: exit `code`, exactly one line on stderr, no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    if contains is not None:
+        assert contains.lower() in lines[0].lower(), lines[0]
