@@ -9,6 +9,7 @@ spaces, so a line is split at its *last* run of white space.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from repvgg_pipeline.cli import fail
 
 def image_key(file_name: str) -> str:
     """The key that joins an image, its tensor, its dump and its label: the base name up to the first `.`."""
-    return Path(file_name).name.split(".", 1)[0]
+    # os.path, not Path: this runs once per label line (50,000 for ImageNet val) and Path costs a third of postprocess
+    return os.path.basename(file_name).split(".", 1)[0]
 
 
 def read_labels(path: Path | str) -> dict[str, int]:
