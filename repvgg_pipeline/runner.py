@@ -1,0 +1,401 @@
+"""The inference runner behind `infer.py`: batches `.bin` tensors through a backend and writes ais_bench's layout.
+
+Whatever the backend (ONNX Runtime here, ais_bench's InferSession on an NPU), the
+output is exactly what `python3 -m ais_bench` writes (ASCEND_FORMATS.md §4), so
+postprocess.py and parse_perf.py read one format:
+
+- `{output_root}/{output_dirname}/{stem}_{i}.bin|npy|txt`, one per input and output index i,
+  each of shape (1, C);
+- `{output_root}/{output_dirname}_summary.json` with `filesinfo`, compute/H2D/D2H statistics
+  and `throughput = 1000 * batch / mean compute ms`; the same "Performance Summary" lines on stdout.
+
+Inputs are natural-sorted (as ais_bench does), a short last batch is padded with zeros
+and the padding's outputs are dropped. Every input file's size is checked against the
+model before anything runs, so a wrong file fails the run up front with its name and
+the expected size instead of leaving a partial result behind. Reading the next batch and
+writing the last batch's dumps overlap the current batch's compute (one background
+thread each), which keeps the runner's overhead over a bare `session.run` loop small.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from repvgg_pipeline import atomic
+from repvgg_pipeline.backends.base import Backend, InputSpec, open_backend
+from repvgg_pipeline.cli import fail
+from repvgg_pipeline.dataset import natural_key
+from repvgg_pipeline.formats import dumps, info, summary, tensors
+
+DEFAULT_BATCH_SIZE = 16
+INPUT_SUFFIX = ".bin"
+
+
+def default_output_dirname() -> str:
+    """ais_bench's default folder name: the start time as %Y_%m_%d-%H_%M_%S."""
+    return datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input tensor file and the geometry an info file gave for it (None from a folder)."""
+
+    path: Path
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+def list_inputs(source: Path | str) -> list[InputFile]:
+    """The input tensors of a folder (its `*.bin`, natural-sorted) or of an info file (its order).
+
+    Relative paths in an info file are taken from the working folder as the `benchmark`
+    tool does, falling back to the info file's own folder.
+    """
+    source = Path(source)
+    if source.is_dir():
+        names = [e.name for e in os.scandir(source)
+                 if e.name.endswith(INPUT_SUFFIX) and e.is_file() and not atomic.is_temporary(e.name)]
+        if not names:
+            raise fail(f"no {INPUT_SUFFIX} files in {source}")
+        return [InputFile(source / name) for name in sorted(names, key=natural_key)]
+    if not source.is_file():
+        raise fail(f"input not found: {source} (expected a folder of .bin files or an .info file)")
+    entries = info.read_info(source)
+    if not entries:
+        raise fail(f"info file lists no inputs: {source}")
+    files = []
+    for entry in entries:
+        path = Path(entry.path)
+        if not path.is_absolute() and not path.is_file() and (source.parent / path).is_file():
+            path = source.parent / path
+        files.append(InputFile(path, entry.width, entry.height))
+    return files
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What every input file must be: layout, channels, height, width; and its size in bytes."""
+
+    layout: str
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def nbytes(self) -> int:
+        return tensors.tensor_nbytes(self.layout, self.height, self.width, self.channels)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tensors.layout_shape(self.layout, self.height, self.width, self.channels)
+
+    def describe(self) -> str:
+        return tensors.describe(self.layout, self.height, self.width, self.channels)
+
+
+def resolve_geometry(spec: InputSpec, input_size: tuple[int, int] | None, files: Sequence[InputFile]) -> Geometry:
+    """The per-image input geometry: from the model, else `--input-size`, else the info file's width/height."""
+    height, width = spec.height, spec.width
+    if height is not None and width is not None:
+        if input_size is not None and tuple(input_size) != (height, width):
+            raise fail(f"--input-size {input_size[0]}x{input_size[1]} conflicts with the model's fixed input "
+                       f"{height}x{width}")
+        return Geometry(spec.layout, spec.channels, height, width)
+    if input_size is None and files and files[0].height:
+        input_size = (files[0].height, files[0].width)
+    if input_size is None:
+        raise fail(f"the model's input {spec.name!r} has no fixed height and width; pass --input-size")
+    return Geometry(spec.layout, spec.channels, int(input_size[0]), int(input_size[1]))
+
+
+def resolve_batch_size(spec: InputSpec, requested: int | None) -> int:
+    """A static model's own batch size (a different `--batch-size` is an error), else `requested` or 16."""
+    if requested is not None and requested < 1:
+        raise fail(f"--batch-size must be at least 1, got {requested}")
+    if spec.batch is not None:
+        if requested is not None and requested != spec.batch:
+            raise fail(f"the model has a fixed batch size of {spec.batch}; --batch-size {requested} conflicts")
+        return spec.batch
+    return requested or DEFAULT_BATCH_SIZE
+
+
+def check_input_sizes(files: Sequence[InputFile], geometry: Geometry) -> None:
+    """Fail on the first file whose byte size is not the model's input size, naming both sizes.
+
+    A tensor of the other layout (uint8 for a float32 model or the reverse) gets a hint
+    on how to produce the right one: uint8 H,W,C files are meant for an OM with AIPP,
+    and the ONNX path does not normalise on the host (that would hide a mismatch
+    between the preprocessing and the model).
+    """
+    expected = geometry.nbytes
+    for item in files:
+        try:
+            size = item.path.stat().st_size
+        except OSError as err:
+            raise fail(f"cannot read input {item.path}: {err.strerror or err}") from None
+        if size == expected:
+            continue
+        found = tensors.detect_layout(size, geometry.height, geometry.width, geometry.channels)
+        hint = ""
+        if found == tensors.UINT8_HWC:
+            hint = ("; it is a uint8 H,W,C tensor for an OM with AIPP: run preprocess.py with --dtype float32 "
+                    "for this model")
+        elif found == tensors.FLOAT32_CHW:
+            hint = "; it is a float32 C,H,W tensor: this model (with AIPP) takes uint8, run preprocess.py --dtype uint8"
+        raise fail(f"{item.path}: {size} bytes, expected {expected} ({geometry.describe()}){hint}")
+
+
+@dataclass
+class RunOptions:
+    """What `infer.py` passes in; None means 'derive it' (batch from the model, folder name from the clock)."""
+
+    model: Path
+    inputs: Path | None
+    output_root: Path | None
+    output_dirname: str | None = None
+    outfmt: str = "BIN"
+    batch_size: int | None = None
+    backend: str | None = None
+    device: int = 0
+    warmup: int = 1
+    loop: int = 1
+    input_size: tuple[int, int] | None = None
+    threads: int | None = None
+    resume: bool = False
+    seed: int = 0
+
+
+@dataclass
+class RunResult:
+    """What a run did, for the caller's report and for tests."""
+
+    summary: dict
+    summary_file: Path | None
+    dump_dir: Path | None
+    samples: int
+    batches: int
+    padded: int
+    skipped: int
+    wall_s: float
+    batch_size: int
+    backend: str
+    device: str
+    lines: list[str] = field(default_factory=list)
+
+
+def _read_batch(files: Sequence[InputFile], geometry: Geometry, batch_size: int) -> np.ndarray:
+    """Read `files` into one (batch_size, ...) array; rows past the files stay zero (the padding)."""
+    batch = np.zeros((batch_size, *geometry.shape), dtype=tensors.layout_dtype(geometry.layout))
+    for row, item in enumerate(files):
+        batch[row] = tensors.read_tensor(item.path, geometry.layout, geometry.height, geometry.width,
+                                         geometry.channels)
+    return batch
+
+
+def _chunks(files: Sequence[InputFile], size: int) -> Iterator[Sequence[InputFile]]:
+    for start in range(0, len(files), size):
+        yield files[start:start + size]
+
+
+def _write_dumps(chunk: Sequence[tuple[int, InputFile]], outputs: Sequence[np.ndarray], dump_dir: Path,
+                 outfmt: str) -> dict[str, dict]:
+    """Write one batch's dumps (padding rows excluded); return its `filesinfo` entries, keyed by sample index."""
+    entries = {}
+    for row, (index, item) in enumerate(chunk):
+        outfiles = []
+        for out_index, output in enumerate(outputs):
+            path = dumps.dump_path(dump_dir, item.stem, out_index, outfmt)
+            dumps.write_dump(path, output[row:row + 1])
+            outfiles.append(str(path))
+        entries[str(index)] = {"infiles": [str(item.path)], "outfiles": outfiles}
+    return entries
+
+
+def _existing_dumps(dump_dir: Path, stem: str, outputs: int, outfmt: str) -> list[Path] | None:
+    """The dumps a resumed run can keep for `stem`: all of its outputs present, else None."""
+    paths = [dumps.dump_path(dump_dir, stem, i, outfmt) for i in range(outputs)]
+    return paths if all(p.is_file() for p in paths) else None
+
+
+def _clear_old_dumps(dump_dir: Path) -> int:
+    """Remove dumps an earlier run left in `dump_dir`, so none of them is scored as if it were fresh."""
+    removed = 0
+    for entry in os.scandir(dump_dir):
+        if entry.is_file() and (dumps.parse_dump_name(entry.name) or atomic.is_temporary(entry.name)):
+            os.unlink(entry.path)
+            removed += 1
+    return removed
+
+
+def _summary_args(options: RunOptions, backend: Backend, batch_size: int) -> dict:
+    """The `args` block of the summary, with ais_bench's option names plus which backend ran."""
+    return {
+        "model": str(options.model),
+        "input": None if options.inputs is None else str(options.inputs),
+        "output": None if options.output_root is None else str(options.output_root),
+        "output_dirname": options.output_dirname,
+        "outfmt": options.outfmt,
+        "batchsize": batch_size,
+        "device": options.device,
+        "loop": options.loop,
+        "warmup_count": options.warmup,
+        "backend": backend.name,
+        "backend_device": backend.device,
+    }
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    # disable=None: shown only on a terminal, so logs and pipes stay clean
+    return tqdm(total=total, unit="img", desc="infer", file=sys.stderr, disable=None if enabled else True)
+
+
+def run(options: RunOptions, backend: Backend | None = None, progress: bool = True) -> RunResult:
+    """Run the model over the inputs (or `loop` times over random data when there are none); see the module doc."""
+    outfmt = options.outfmt.upper()
+    if outfmt not in dumps.OUTFMTS:
+        raise fail(f"unknown --outfmt {options.outfmt!r}; expected one of {', '.join(dumps.OUTFMTS)}")
+    if options.loop < 1 or options.warmup < 0:
+        raise fail("--loop must be at least 1 and --warmup at least 0")
+    files = list_inputs(options.inputs) if options.inputs is not None else []
+    own_backend = backend is None
+    if backend is None:
+        backend = open_backend(options.model, options.backend, options.device, options.threads)
+    try:
+        return _run(options, backend, files, outfmt, progress)
+    finally:
+        if own_backend:
+            backend.close()
+
+
+def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: str, progress: bool) -> RunResult:
+    geometry = resolve_geometry(backend.input, options.input_size, files)
+    batch_size = resolve_batch_size(backend.input, options.batch_size)
+    check_input_sizes(files, geometry)
+    if options.output_dirname is None:
+        options.output_dirname = default_output_dirname()
+    dirname = options.output_dirname.rstrip("/")
+    if not dirname or "/" in dirname or dirname in (".", ".."):
+        raise fail(f"--output_dirname must be a plain folder name, got {options.output_dirname!r}")
+
+    seen: set[str] = set()
+    for item in files:
+        if item.stem in seen:
+            raise fail(f"two inputs share the name {item.stem!r}; their dumps would overwrite each other")
+        seen.add(item.stem)
+
+    dump_dir = summary_file = None
+    kept: dict[int, list[Path]] = {}
+    todo = list(enumerate(files))
+    if options.output_root is not None:
+        dump_dir = Path(options.output_root) / dirname
+        summary_file = summary.summary_path(Path(options.output_root), dirname)
+        try:
+            dump_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise fail(f"cannot create output folder {dump_dir}: {err.strerror or err}") from None
+        if options.resume:
+            for index, item in enumerate(files):
+                existing = _existing_dumps(dump_dir, item.stem, len(backend.output_names), outfmt)
+                if existing is not None:
+                    kept[index] = existing
+            todo = [(i, item) for i, item in todo if i not in kept]
+        else:
+            _clear_old_dumps(dump_dir)
+
+    rng = np.random.default_rng(options.seed)
+    if options.inputs is None:
+        dtype = tensors.layout_dtype(geometry.layout)
+        high = 256 if dtype == np.uint8 else 1
+        random_batch = (rng.integers(0, high, (batch_size, *geometry.shape)).astype(dtype) if high == 256
+                        else rng.standard_normal((batch_size, *geometry.shape), dtype=np.float32))
+    compute_ms: list[float] = []
+    h2d_ms: list[float] = []
+    d2h_ms: list[float] = []
+    filesinfo: dict[str, dict] = {}
+    batches = padded = 0
+    start = time.perf_counter()
+
+    def record(timing) -> None:
+        compute_ms.append(timing.compute_ms)
+        h2d_ms.extend(timing.h2d_ms)
+        d2h_ms.extend(timing.d2h_ms)
+
+    if options.inputs is None:
+        for _ in range(options.warmup):
+            backend.run(random_batch)
+        for _ in range(options.loop):
+            record(backend.run(random_batch)[1])
+            batches += 1
+    else:
+        chunks = list(_chunks(todo, batch_size))
+        written = []
+        with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer, \
+                _progress(len(todo), progress) as bar:
+            def submit(chunk):
+                return reader.submit(_read_batch, [item for _, item in chunk], geometry, batch_size)
+
+            pending = submit(chunks[0]) if chunks else None
+            if chunks and options.warmup:
+                warm = pending.result()
+                for _ in range(options.warmup):
+                    backend.run(warm)
+            for number, chunk in enumerate(chunks):
+                batch = pending.result()
+                if number + 1 < len(chunks):
+                    pending = submit(chunks[number + 1])
+                for _ in range(options.loop):
+                    outputs, timing = backend.run(batch)
+                    record(timing)
+                batches += 1
+                padded += batch_size - len(chunk)
+                if dump_dir is not None:
+                    written.append(writer.submit(_write_dumps, chunk, outputs, dump_dir, outfmt))
+                bar.update(len(chunk))
+            for future in written:  # re-raises a failed write here, before any summary is written
+                filesinfo.update(future.result())
+    wall_s = time.perf_counter() - start
+
+    for index, paths in kept.items():
+        filesinfo[str(index)] = {"infiles": [str(files[index].path)], "outfiles": [str(p) for p in paths]}
+    filesinfo = dict(sorted(filesinfo.items(), key=lambda kv: int(kv[0])))
+    result_summary = summary.build_summary(filesinfo, _summary_args(options, backend, batch_size),
+                                           compute_ms, h2d_ms, d2h_ms, batch_size)
+    if summary_file is not None:
+        summary.write_summary(summary_file, result_summary)
+    return RunResult(result_summary, summary_file, dump_dir, len(todo), batches, padded, len(kept), wall_s,
+                     batch_size, backend.name, backend.device,
+                     summary.performance_summary_lines(result_summary, batch_size))
+
+
+def summary_line(result: RunResult) -> str:
+    """The one-line report that ends a run: counts, rates, where the results are."""
+    images = result.samples if result.samples else result.batches * result.batch_size
+    rate = images / result.wall_s if result.wall_s > 0 else 0.0
+    what = f"{result.samples} inputs" if result.samples or result.skipped else f"{images} random inputs"
+    parts = [
+        f"infer: {what} in {result.batches} batches of {result.batch_size}"
+        + (f" ({result.padded} padding rows)" if result.padded else "")
+        + (f", {result.skipped} kept from an earlier run" if result.skipped else ""),
+        f"{result.backend} on {result.device}",
+        f"{result.wall_s:.2f} s wall, {rate:.1f} img/s end to end",
+        f"compute throughput {result.summary['throughput']:.1f} img/s",
+    ]
+    if result.dump_dir is not None:
+        parts.append(f"dumps in {result.dump_dir}, summary {result.summary_file}")
+    return "; ".join(parts)
+
