@@ -1,0 +1,115 @@
+"""Write the dataset `.info` file the Ascend `benchmark` tool reads (`-input_text_path`).
+
+    python gen_dataset_info.py bin ./prep_dataset ./repvgg_prep_bin.info 224 224
+    python gen_dataset_info.py jpg /data/imagenet/val ./repvgg_jpg.info
+
+`bin`: one `{index} {path} {W} {H}` line per `.bin` tensor in DIR (each checked to be a float32
+3xHxW or uint8 HxWx3 tensor of that size). `jpg`: one line per image with its real width and
+height, read from the header without decoding the pixels. Both in natural sort order (the
+order ais_bench uses), so the same data always gives the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from repvgg_pipeline import atomic
+from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli
+from repvgg_pipeline.dataset import find_images, natural_key
+from repvgg_pipeline.formats import tensors
+from repvgg_pipeline.formats.info import InfoEntry, write_info
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gen_dataset_info.py",
+        description="Write a dataset .info file ({index} {path} {width} {height} per line) for .bin tensors "
+                    "or for images.")
+    parser.add_argument("file_type", choices=("bin", "jpg"), help="bin: preprocessed tensors; jpg: images")
+    parser.add_argument("directory", type=Path, help="folder holding the .bin files or the images")
+    parser.add_argument("info", type=Path, help="info file to write")
+    parser.add_argument("width", type=int, nargs="?", help="model input width (bin only)")
+    parser.add_argument("height", type=int, nargs="?", help="model input height (bin only)")
+    return parser
+
+
+def bin_entries(directory: Path, width: int, height: int) -> tuple[list[InfoEntry], str]:
+    """Entries for the `.bin` tensors in `directory`, and their common layout; `UserError` on a misfit."""
+    if not directory.is_dir():
+        raise fail(f"folder not found: {directory}")
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            name = entry.name
+            is_tensor = name.lower().endswith(".bin") and not name.startswith(".") and not atomic.is_temporary(name)
+            if is_tensor and entry.is_file():
+                found.append((name, entry.stat().st_size))
+    if not found:
+        raise fail(f"no .bin files in {directory}")
+    found.sort(key=lambda item: natural_key(item[0]))
+    layout = None
+    for name, size in found:
+        this = tensors.detect_layout(size, height, width)
+        if this is None:
+            expected = " or ".join(
+                f"{tensors.tensor_nbytes(lay, height, width)} ({tensors.describe(lay, height, width)})"
+                for lay in tensors.LAYOUTS)
+            raise fail(f"{directory / name}: {size} bytes, expected {expected}")
+        if layout is not None and this != layout:
+            raise fail(f"{directory / name} is {this} but the files before it are {layout}; one layout per folder")
+        layout = this
+    return [InfoEntry(i, os.path.join(str(directory), name), width, height) for i, (name, _) in enumerate(found)], \
+        tensors.describe(layout, height, width)
+
+
+def image_entries(directory: Path) -> tuple[list[InfoEntry], list[tuple[str, str]]]:
+    """Entries with the real size of every image (header only), and the images that could not be read."""
+    found = find_images(directory)
+    entries, failures = [], []
+    for item in tqdm(found.items, unit="img", desc="gen_dataset_info", file=sys.stderr, disable=None):
+        try:
+            with Image.open(item.path) as img:
+                width, height = img.size
+        except Exception as err:  # noqa: BLE001 - any error here means: not a readable image
+            failures.append((item.relative, f"{type(err).__name__}: {err}"))
+            continue
+        entries.append(InfoEntry(len(entries), os.path.join(str(directory), item.relative), width, height))
+    return entries, failures
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.file_type == "bin":
+        if args.width is None or args.height is None:
+            raise fail("bin needs the model input size: gen_dataset_info.py bin DIR OUT.info WIDTH HEIGHT")
+        if args.width < 1 or args.height < 1:
+            raise fail(f"width and height must be positive, got {args.width} {args.height}")
+        entries, what = bin_entries(args.directory, args.width, args.height)
+        failures = []
+    else:
+        if args.width is not None:
+            raise fail("jpg reads each image's real size and takes no WIDTH HEIGHT: "
+                       "gen_dataset_info.py jpg DIR OUT.info")
+        entries, failures = image_entries(args.directory)
+        what = "original image sizes"
+        if not entries:
+            raise fail(f"none of the {len(failures)} images in {args.directory} could be read")
+    try:
+        args.info.resolve().parent.mkdir(parents=True, exist_ok=True)
+        write_info(args.info, entries)
+    except OSError as err:
+        raise fail(f"cannot write {args.info}: {err.strerror or err}") from None
+    for name, reason in failures:
+        print(f"gen_dataset_info.py: cannot read image {name}: {reason}", file=sys.stderr)
+    print(f"gen_dataset_info: {len(entries)} entries -> {args.info} ({what})"
+          + (f", {len(failures)} unreadable images left out" if failures else ""))
+    return EXIT_FAILED if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(get_args_parser, main))

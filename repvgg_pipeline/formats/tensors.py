@@ -1,0 +1,99 @@
+"""The `.bin` input tensor: one preprocessed image as raw bytes, no header.
+
+ASCEND_FORMATS.md §2 and §4. ais_bench and the old `benchmark` tool read an input
+file as the raw bytes of the model input, so the file carries no shape or dtype;
+both are implied by its size. Two layouts exist:
+
+- `FLOAT32_CHW`: the normalised float32 tensor in C,H,W order (3x224x224 = 602,112 bytes),
+  for an OM model converted straight from the ONNX export;
+- `UINT8_HWC`: the cropped RGB pixels as packed uint8 H,W,C (224x224x3 = 150,528 bytes),
+  for an OM model with AIPP doing the normalisation on the device.
+
+Because the size alone tells the two apart at a given height and width, `detect_layout`
+lets a reader accept either without an extra option.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from repvgg_pipeline import atomic
+from repvgg_pipeline.cli import fail
+
+FLOAT32_CHW = "float32"
+UINT8_HWC = "uint8"
+LAYOUTS = (FLOAT32_CHW, UINT8_HWC)
+
+_DTYPES = {FLOAT32_CHW: np.dtype(np.float32), UINT8_HWC: np.dtype(np.uint8)}
+
+
+def layout_dtype(layout: str) -> np.dtype:
+    """The numpy dtype stored by `layout` (raises `UserError` for an unknown layout)."""
+    try:
+        return _DTYPES[layout]
+    except KeyError:
+        raise fail(f"unknown tensor layout {layout!r} (expected one of {', '.join(LAYOUTS)})") from None
+
+
+def layout_shape(layout: str, height: int, width: int, channels: int = 3) -> tuple[int, int, int]:
+    """The array shape of one image in `layout`: (C, H, W) for float32, (H, W, C) for uint8."""
+    layout_dtype(layout)
+    return (channels, height, width) if layout == FLOAT32_CHW else (height, width, channels)
+
+
+def tensor_nbytes(layout: str, height: int, width: int, channels: int = 3) -> int:
+    """Size in bytes of one image's `.bin` file in `layout`."""
+    return layout_dtype(layout).itemsize * channels * height * width
+
+
+def describe(layout: str, height: int, width: int, channels: int = 3) -> str:
+    """Human-readable layout, e.g. 'float32 3x224x224' or 'uint8 224x224x3', for messages."""
+    return f"{layout} {'x'.join(map(str, layout_shape(layout, height, width, channels)))}"
+
+
+def _layout_of(array: np.ndarray) -> str:
+    """Which layout an in-memory array is in, judged by dtype and where the 3-or-1 channel axis is."""
+    if array.ndim != 3:
+        raise ValueError(f"expected a 3-D image tensor, got shape {array.shape}")
+    if array.dtype == np.float32:
+        return FLOAT32_CHW
+    if array.dtype == np.uint8:
+        return UINT8_HWC
+    raise ValueError(f"expected float32 (C,H,W) or uint8 (H,W,C), got {array.dtype}")
+
+
+def write_tensor(path: Path | str, array: np.ndarray) -> None:
+    """Write one image tensor as raw bytes, atomically (no header, C order).
+
+    `array` is float32 (C,H,W) or uint8 (H,W,C); the dtype decides the layout.
+    """
+    _layout_of(array)
+    atomic.write_bytes(path, memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def read_tensor(path: Path | str, layout: str, height: int, width: int, channels: int = 3) -> np.ndarray:
+    """Read one `.bin` file: float32 (C,H,W) or uint8 (H,W,C).
+
+    Raises `UserError` "<path>: N bytes, expected M (float32 3x224x224)" when the size does
+    not match, which is how a tensor of the wrong layout or resolution shows up.
+    """
+    path = Path(path)
+    expected = tensor_nbytes(layout, height, width, channels)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise fail(f"cannot read tensor {path}: {err.strerror or err}") from None
+    if len(data) != expected:
+        raise fail(f"{path}: {len(data)} bytes, expected {expected} ({describe(layout, height, width, channels)})")
+    array = np.frombuffer(data, dtype=layout_dtype(layout)).reshape(layout_shape(layout, height, width, channels))
+    return array.copy()  # writable, independent of the bytes object
+
+
+def detect_layout(nbytes: int, height: int, width: int, channels: int = 3) -> str | None:
+    """The layout whose size at this resolution is `nbytes`, or None if neither matches."""
+    for layout in LAYOUTS:
+        if tensor_nbytes(layout, height, width, channels) == nbytes:
+            return layout
+    return None

@@ -1,0 +1,153 @@
+"""The evaluation transform of the published RepVGG accuracies, bit for bit, without torch.
+
+torchvision's eval transform on a PIL image is
+`Resize(256) -> CenterCrop(224) -> ToTensor() -> Normalize(mean, std)`:
+
+- Resize(256) computes the new size as `short = 256, long = int(256 * long / short)` and calls
+  `PIL.Image.resize(size, BILINEAR)` (no `reducing_gap`), or returns the image untouched when it
+  already has that size;
+- CenterCrop pads with zeros when the image is smaller than the crop, then crops at
+  `int(round((h - 224) / 2.0))`, `int(round((w - 224) / 2.0))` (Python's round: halves to even);
+- ToTensor turns uint8 into float32 and divides by 255 in float32; Normalize subtracts the
+  float32 mean and divides by the float32 std.
+
+Everything after the crop maps one uint8 value of one channel to one float32 value, so a
+256-entry float32 table per channel, built with the very same float32 operations, reproduces
+it exactly with one gather per channel (`normalize_lut`), and the table is built once per run.
+
+Shortcuts that were measured and rejected because they change pixels: `Image.draft` (JPEG DCT
+scaling); `Image.resize(box=...)` over the crop region only (its float32 box coordinates shift
+the filter centres: 271 of 300 real images differed); running Pillow's two resize passes one by
+one with the crop between them (with Pillow 13 one `resize` call equals vertical-then-horizontal
+for some sizes, 25 of 300 random ones, so no fixed order reproduces it). The resize is therefore
+the very call torchvision makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Parameters of the eval transform: Resize(resize) -> CenterCrop(crop) -> ToTensor -> Normalize."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def torchvision(self):
+        """The equivalent torchvision transform (the reference the tests compare against)."""
+        from torchvision import transforms
+
+        return transforms.Compose([
+            transforms.Resize(self.resize),
+            transforms.CenterCrop(self.crop),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=list(self.mean), std=list(self.std)),
+        ])
+
+
+def default_resize(crop: int) -> int:
+    """The resize the official RepVGG evaluation pairs with a crop: 256 for 224, else the crop itself.
+
+    The official `get_default_val_trans` uses Resize(256)+CenterCrop(224) at 224 and
+    Resize(r)+CenterCrop(r) at any other resolution r (D2se and RepVGGplus at 320).
+    """
+    return 256 if crop == 224 else crop
+
+
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """(width, height) after torchvision's Resize(shorter) on a PIL image of this size."""
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def center_crop_offsets(width: int, height: int, crop: int) -> tuple[int, int]:
+    """(left, top) of torchvision's CenterCrop(crop) in an image of this size (no padding case)."""
+    return int(round((width - crop) / 2.0)), int(round((height - crop) / 2.0))
+
+
+def load_rgb(path) -> Image.Image:
+    """Open and decode an image as RGB, like torchvision's `pil_loader` (`Image.open(f).convert("RGB")`).
+
+    An RGB image is used as decoded (convert would only copy it); any other mode (L, CMYK, P,
+    RGBA, I;16, ...) goes through Pillow's own `convert("RGB")`, as in the reference.
+    """
+    with Image.open(path) as img:
+        img.load()
+        if img.mode == "RGB":
+            return img
+        return img.convert("RGB")
+
+
+def resize_and_center_crop(img: Image.Image, resize: int, crop: int) -> Image.Image:
+    """torchvision's Resize(resize) + CenterCrop(crop) on an RGB PIL image, pixel for pixel."""
+    width, height = img.size
+    new_w, new_h = resized_size(width, height, resize)
+    if new_w < crop or new_h < crop:
+        return _resize_then_pad_crop(img, new_w, new_h, crop)
+    if (new_w, new_h) != (width, height):  # torchvision returns the image untouched at the target size
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = center_crop_offsets(new_w, new_h, crop)
+    return img.crop((left, top, left + crop, top + crop))
+
+
+def _resize_then_pad_crop(img: Image.Image, new_w: int, new_h: int, crop: int) -> Image.Image:
+    """The rare path where the resized image is smaller than the crop: torchvision pads with zeros first."""
+    if (new_w, new_h) != img.size:
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    pad_left = (crop - new_w) // 2 if crop > new_w else 0
+    pad_top = (crop - new_h) // 2 if crop > new_h else 0
+    pad_right = (crop - new_w + 1) // 2 if crop > new_w else 0
+    pad_bottom = (crop - new_h + 1) // 2 if crop > new_h else 0
+    canvas = Image.new("RGB", (new_w + pad_left + pad_right, new_h + pad_top + pad_bottom), 0)
+    canvas.paste(img, (pad_left, pad_top))
+    left, top = center_crop_offsets(canvas.width, canvas.height, crop)
+    return canvas.crop((left, top, left + crop, top + crop))
+
+
+def normalize_lut(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(3, 256) float32 table: entry [c, v] is ToTensor + Normalize of uint8 value v in channel c.
+
+    Built with the same float32 operations in the same order as torchvision
+    (`float32(v) / 255`, then `- float32(mean)`, then `/ float32(std)`), each correctly rounded
+    by IEEE 754, so the table holds exactly the values torchvision computes.
+    """
+    values = np.arange(256, dtype=np.float32) / np.float32(255)
+    mean32 = np.asarray(mean, dtype=np.float32)[:, None]
+    std32 = np.asarray(std, dtype=np.float32)[:, None]
+    return np.ascontiguousarray((values[None, :] - mean32) / std32, dtype=np.float32)
+
+
+def to_float32_chw(pixels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Map uint8 (H, W, C) pixels through the per-channel table into a float32 (C, H, W) tensor."""
+    planes = pixels.transpose(2, 0, 1)
+    out = np.empty(planes.shape, dtype=np.float32)
+    for channel in range(planes.shape[0]):
+        np.take(lut[channel], planes[channel], out=out[channel])
+    return out
+
+
+def preprocess_image(path, transform: EvalTransform, lut: np.ndarray | None = None,
+                     dtype: str = "float32") -> np.ndarray:
+    """One image file to its input tensor: float32 (C, H, W) normalised, or the uint8 (H, W, C) crop.
+
+    `lut` is `normalize_lut(transform.mean, transform.std)`; pass it in to build it once per run.
+    """
+    cropped = resize_and_center_crop(load_rgb(path), transform.resize, transform.crop)
+    pixels = np.asarray(cropped)
+    if dtype == "uint8":
+        return pixels
+    if lut is None:
+        lut = normalize_lut(transform.mean, transform.std)
+    return to_float32_chw(pixels, lut)
