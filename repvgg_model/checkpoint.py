@@ -1,0 +1,342 @@
+"""Reading RepVGG checkpoints of every common origin into this package's models.
+
+A checkpoint goes through four steps, each a small function so that tests and error
+messages can point at the one that failed:
+
+1. `read_checkpoint_file`: `torch.load(weights_only=True)`; anything needing arbitrary
+   unpickling is refused, never executed.
+2. `unwrap_state_dict`: find the tensors under `state_dict` / `model` / `ema` wrappers and
+   strip `module.` (DDP) or `_orig_mod.` (torch.compile) prefixes.
+3. `detect_layout` + `to_official_keys`: official, timm and mmpretrain key names, train-time
+   or fused, are renamed one-to-one to the official ones.
+4. `infer_variant` from tensor shapes (or a forced `--arch`), then a strict load that lists
+   missing / unexpected / mis-shaped keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from repvgg_model.model import create_model
+from repvgg_model.variants import SE_AFTER_RELU, SE_BEFORE_RELU, VARIANTS, Variant, get_variant
+from repvgg_pipeline.cli import fail
+
+OFFICIAL, TIMM, MMPRETRAIN = "official", "timm", "mmpretrain"
+FAMILIES = (OFFICIAL, TIMM, MMPRETRAIN)
+MAX_LISTED_KEYS = 10
+
+# Plain-data classes that training scripts commonly store beside the weights (timm's train.py
+# saves its argparse Namespace, many scripts a numpy best-accuracy scalar). Unpickling them
+# only rebuilds data, so they are allowed on top of torch's weights-only set.
+_DATA_ONLY_GLOBALS = [argparse.Namespace, np.dtype, np._core.multiarray.scalar] + [
+    getattr(np.dtypes, name) for name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")
+]
+
+EMA_KEYS = ("ema", "model_ema", "state_dict_ema", "ema_state_dict")
+MODEL_KEYS = ("state_dict", "model", "net", "module", "params")
+PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read into a model, with what was found on the way (for the user's report)."""
+
+    model: nn.Module  # eval mode; train-time or fused, as the checkpoint holds it
+    variant: Variant
+    family: str  # official | timm | mmpretrain
+    fused: bool
+    num_classes: int
+    wrapper: str  # e.g. "plain state_dict", "'state_dict'", "'model_ema' (EMA)"
+    prefixes: list[str] = field(default_factory=list)  # stripped key prefixes, e.g. ["module."]
+    path: Path | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.variant.name
+
+    @property
+    def layout(self) -> str:
+        """'official-train', 'official-fused', 'timm-train', 'mmpretrain-fused', ..."""
+        return f"{self.family}-{'fused' if self.fused else 'train'}"
+
+
+def _capped(keys: list[str]) -> str:
+    """At most MAX_LISTED_KEYS names plus a count, so an error stays one readable line."""
+    shown = ", ".join(keys[:MAX_LISTED_KEYS])
+    return shown + (f" (+{len(keys) - MAX_LISTED_KEYS} more)" if len(keys) > MAX_LISTED_KEYS else "")
+
+
+def read_checkpoint_file(path: Path | str) -> object:
+    """`torch.load` with `weights_only=True`; bad files become one-line `UserError`s."""
+    path = Path(path)
+    if not path.exists():
+        raise fail(f"{path}: no such file")
+    if not path.is_file():
+        raise fail(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise fail(f"{path}: empty file, not a PyTorch checkpoint")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about what it refuses; the error below says it once
+        return _load_weights_only(path)
+
+
+def _load_weights_only(path: Path) -> object:
+    try:
+        with torch.serialization.safe_globals(_DATA_ONLY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = re.findall(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(err), flags=re.IGNORECASE)
+        if not unsafe:  # torch's weights-only unpickler met bytes that are no torch.save pickle at all
+            raise fail(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt? "
+                       f"({_first_line(err)})") from None
+        raise fail(f"{path}: refused: the checkpoint needs arbitrary unpickling of Python objects "
+                   f"({_capped(sorted(set(unsafe)))}); it is never executed. "
+                   "Re-save just the weights: torch.save(model.state_dict(), ...)") from None
+    except Exception as err:  # noqa: BLE001 - zip, EOF, key and runtime errors all mean a damaged file
+        raise fail(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt? ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def unwrap_state_dict(obj: object, use_ema: bool = False) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """The tensors of a checkpoint and where they were found: (state_dict, wrapper description, prefixes).
+
+    EMA weights are taken only when `use_ema` asks for them (or when they are all there is);
+    asking for EMA weights that are absent is an error rather than a silent fallback.
+    """
+    if not isinstance(obj, Mapping):
+        raise fail(f"the checkpoint holds a {type(obj).__name__}, not a dict of tensors")
+    wrapper, took_ema = "plain state_dict", False
+    for _ in range(3):  # wrappers nest at most a couple of levels (e.g. {"model_ema": {"module": ...}})
+        if _is_state_dict(obj):
+            break
+        ema_key = next((k for k in EMA_KEYS if _is_mapping_at(obj, k)), None)
+        model_key = next((k for k in MODEL_KEYS if _is_mapping_at(obj, k)), None)
+        key = ema_key if ema_key and (use_ema or model_key is None) else model_key
+        if key is None:
+            break
+        took_ema = took_ema or key == ema_key
+        wrapper = f"'{key}'" + (" (EMA)" if key == ema_key else "")
+        obj = obj[key]
+    if use_ema and not took_ema:
+        raise fail("--use-ema: the checkpoint holds no EMA weights (looked for " + ", ".join(EMA_KEYS) + ")")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise fail(f"no state_dict found in the checkpoint (top-level keys: {_capped(list(map(str, obj)))})")
+    state_dict, prefixes = _strip_prefixes(tensors)
+    return state_dict, wrapper, prefixes
+
+
+def _is_mapping_at(obj: Mapping, key: str) -> bool:
+    return isinstance(obj.get(key), Mapping) and bool(obj.get(key))
+
+
+def _strip_prefixes(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Remove `module.` / `_orig_mod.` / `model.` while every key carries it."""
+    stripped = []
+    changed = True
+    while changed:
+        changed = False
+        for prefix in PREFIXES:
+            if all(k.startswith(prefix) for k in tensors):
+                tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+                stripped.append(prefix)
+                changed = True
+    return tensors, stripped
+
+
+# --- key layouts ------------------------------------------------------------------------------
+# (pattern on the foreign key, replacement giving the official key), applied in order.
+_TO_OFFICIAL: dict[str, list[tuple[str, str]]] = {
+    TIMM: [
+        (r"^stem\.", "stage0."),
+        (r"^stages\.(\d+)\.", lambda m: f"stage{int(m.group(1)) + 1}."),  # type: ignore[list-item]
+        (r"\.conv_kxk\.", ".rbr_dense."), (r"\.conv_1x1\.", ".rbr_1x1."), (r"\.identity\.", ".rbr_identity."),
+        (r"\.attn\.fc1\.", ".se.down."), (r"\.attn\.fc2\.", ".se.up."), (r"\.reparam_conv\.", ".rbr_reparam."),
+        (r"^head\.fc\.", "linear."),
+    ],
+    MMPRETRAIN: [
+        (r"^backbone\.stem\.", "stage0."), (r"^backbone\.stage_(\d+)\.", r"stage\1."),
+        (r"\.branch_3x3\.norm\.", ".rbr_dense.bn."), (r"\.branch_3x3\.", ".rbr_dense."),
+        (r"\.branch_1x1\.norm\.", ".rbr_1x1.bn."), (r"\.branch_1x1\.", ".rbr_1x1."),
+        (r"\.branch_norm\.", ".rbr_identity."), (r"\.branch_reparam\.", ".rbr_reparam."),
+        (r"\.se_layer\.conv1\.conv\.", ".se.down."), (r"\.se_layer\.conv2\.conv\.", ".se.up."),
+        (r"^head\.fc\.", "linear."),
+    ],
+}
+_FROM_OFFICIAL: dict[str, list[tuple[str, str]]] = {
+    TIMM: [
+        (r"^stage0\.", "stem."),
+        (r"^stage(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}."),  # type: ignore[list-item]
+        (r"\.rbr_dense\.", ".conv_kxk."), (r"\.rbr_1x1\.", ".conv_1x1."), (r"\.rbr_identity\.", ".identity."),
+        (r"\.se\.down\.", ".attn.fc1."), (r"\.se\.up\.", ".attn.fc2."), (r"\.rbr_reparam\.", ".reparam_conv."),
+        (r"^linear\.", "head.fc."),
+    ],
+    MMPRETRAIN: [
+        (r"^stage0\.", "backbone.stem."), (r"^stage(\d)\.", r"backbone.stage_\1."),
+        (r"\.rbr_dense\.bn\.", ".branch_3x3.norm."), (r"\.rbr_dense\.", ".branch_3x3."),
+        (r"\.rbr_1x1\.bn\.", ".branch_1x1.norm."), (r"\.rbr_1x1\.", ".branch_1x1."),
+        (r"\.rbr_identity\.", ".branch_norm."), (r"\.rbr_reparam\.", ".branch_reparam."),
+        (r"\.se\.down\.", ".se_layer.conv1.conv."), (r"\.se\.up\.", ".se_layer.conv2.conv."),
+        (r"^linear\.", "head.fc."),
+    ],
+}
+_IGNORED_KEYS = re.compile(r"^data_preprocessor\.")  # mmpretrain's normalisation buffers, not weights
+
+
+def _rename(key: str, rules: list[tuple[str, str]]) -> str:
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, bool]:
+    """(family, fused) from the key names alone."""
+    keys = list(state_dict)
+    if any(k.startswith("backbone.") for k in keys):
+        family = MMPRETRAIN
+    elif any(k.startswith(("stem.", "stages.")) for k in keys):
+        family = TIMM
+    elif any(k.startswith("stage0.") for k in keys):
+        family = OFFICIAL
+    else:
+        raise fail(f"unknown key layout: not official RepVGG, timm or mmpretrain (first keys: {_capped(keys)})")
+    fused = any(re.search(r"(rbr_reparam|reparam_conv|branch_reparam)\.", k) for k in keys)
+    return family, fused
+
+
+def to_official_keys(state_dict: Mapping[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """Rename timm / mmpretrain keys to the official ones (identity for the official family)."""
+    if family == OFFICIAL:
+        return dict(state_dict)
+    rules = _TO_OFFICIAL[family]
+    return {_rename(k, rules): v for k, v in state_dict.items() if not _IGNORED_KEYS.match(k)}
+
+
+def from_official_keys(state_dict: Mapping[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """The inverse renaming: official keys to timm or mmpretrain ones (used to write test checkpoints)."""
+    if family == OFFICIAL:
+        return dict(state_dict)
+    if family not in _FROM_OFFICIAL:
+        raise fail(f"unknown layout {family!r}; known: {', '.join(FAMILIES)}")
+    rules = _FROM_OFFICIAL[family]
+    return {_rename(k, rules): v for k, v in state_dict.items()}
+
+
+# --- variant inference --------------------------------------------------------------------------
+def _block_weight(state_dict: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor | None:
+    return state_dict.get(prefix + "rbr_dense.conv.weight", state_dict.get(prefix + "rbr_reparam.weight"))
+
+
+def _block_count(state_dict: Mapping[str, torch.Tensor], stage_prefix: str) -> int:
+    pattern = re.compile(re.escape(stage_prefix) + r"(\d+)\.")
+    indices = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
+    return max(indices) + 1 if indices else 0
+
+
+def describe_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, object] | None:
+    """Depths, widths, groups and SE kind read off official-key tensors (None if unreadable)."""
+    plus = any(k.startswith("stage3_first.") for k in state_dict)
+    if plus:
+        prefixes = ["stage1.blocks.", "stage2.blocks.", "stage3_first.blocks.", "stage4.blocks."]
+        depths = [_block_count(state_dict, p) for p in prefixes]
+        depths[2] += _block_count(state_dict, "stage3_second.blocks.")
+    else:
+        prefixes = [f"stage{k}." for k in range(1, 5)]
+        depths = [_block_count(state_dict, p) for p in prefixes]
+    stem = _block_weight(state_dict, "stage0.")
+    firsts = [_block_weight(state_dict, p + "0.") for p in prefixes]
+    if stem is None or any(w is None for w in firsts) or stem.ndim != 4:
+        return None
+    widths = [int(w.shape[0]) for w in firsts]  # type: ignore[union-attr]
+    second = _block_weight(state_dict, prefixes[0] + "1.")  # layer 2, grouped in g2/g4 variants
+    groups = widths[0] // int(second.shape[1]) if second is not None and second.ndim == 4 else 1
+    se = SE_BEFORE_RELU if "stage0.se.down.weight" in state_dict else (
+        SE_AFTER_RELU if "stage0.post_se.down.weight" in state_dict else None)
+    return {"plus": plus, "depths": tuple(depths), "stem": int(stem.shape[0]), "widths": tuple(widths),
+            "groups": groups, "se": se}
+
+
+def infer_variant(state_dict: Mapping[str, torch.Tensor]) -> Variant:
+    """The official variant whose architecture has exactly these tensor shapes."""
+    shapes = describe_shapes(state_dict)
+    if shapes is None:
+        raise fail("cannot tell the RepVGG variant from the tensors (stage weights missing); pass --arch")
+    for variant in VARIANTS.values():
+        if (variant.plus, variant.num_blocks, variant.stem_channels, variant.stage_channels, variant.groups,
+                variant.se) == (shapes["plus"], shapes["depths"], shapes["stem"], shapes["widths"], shapes["groups"],
+                                shapes["se"]):
+            return variant
+    raise fail(f"the tensor shapes match no official RepVGG variant (stage depths {list(shapes['depths'])}, "
+               f"widths {list(shapes['widths'])}, groups {shapes['groups']}, SE {shapes['se']}); pass --arch")
+
+
+def num_classes_of(state_dict: Mapping[str, torch.Tensor]) -> int:
+    weight = state_dict.get("linear.weight")
+    if weight is None or weight.ndim != 2:
+        raise fail("the checkpoint has no classifier weight (linear / head.fc)")
+    return int(weight.shape[0])
+
+
+def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """`load_state_dict(strict=True)` with a one-line error listing the offending keys.
+
+    BatchNorm `num_batches_tracked` counters may be absent (some EMA and export scripts drop
+    them); they do not affect inference and keep the model's value.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_capped(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_capped(unexpected)}")
+        raise fail(f"the checkpoint does not fit {what}: " + "; ".join(parts))
+    mismatched = [f"{k} {list(v.shape)} vs {list(expected[k].shape)}" for k, v in state_dict.items()
+                  if tuple(v.shape) != tuple(expected[k].shape)]
+    if mismatched:
+        raise fail(f"the checkpoint does not fit {what}: {len(mismatched)} tensors of another shape "
+                   f"(checkpoint vs model): {_capped(mismatched)}")
+    full = {**expected, **{k: v for k, v in state_dict.items()}}
+    model.load_state_dict(full, strict=True)
+
+
+def load_checkpoint(path: Path | str, arch: str | None = None, use_ema: bool = False) -> LoadedCheckpoint:
+    """Read any supported RepVGG checkpoint into a model (eval mode, train-time or fused as stored)."""
+    raw = read_checkpoint_file(path)
+    loaded = load_state_dict_object(raw, arch=arch, use_ema=use_ema)
+    loaded.path = Path(path)
+    return loaded
+
+
+def load_state_dict_object(raw: object, arch: str | None = None, use_ema: bool = False) -> LoadedCheckpoint:
+    """`load_checkpoint` for an object already in memory (what `torch.load` returned)."""
+    tensors, wrapper, prefixes = unwrap_state_dict(raw, use_ema)
+    family, fused = detect_layout(tensors)
+    state_dict = to_official_keys(tensors, family)
+    variant = get_variant(arch) if arch else infer_variant(state_dict)
+    num_classes = num_classes_of(state_dict)
+    model = create_model(variant, num_classes=num_classes, deploy=fused)
+    form = "fused" if fused else "train-time"
+    load_strict(model, state_dict, f"{variant.name} ({form}, {family} keys)")
+    return LoadedCheckpoint(model.eval(), variant, family, fused, num_classes, wrapper, prefixes)
