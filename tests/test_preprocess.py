@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from repvgg_pipeline import atomic
@@ -24,13 +23,7 @@ FLOAT_BYTES = 3 * 224 * 224 * 4
 UINT8_BYTES = 224 * 224 * 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The reference transform works on single images: torch's thread pool only adds contention on 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 DEFAULT = EvalTransform()
@@ -164,14 +157,18 @@ def test_resume_skips_complete_and_redoes_the_rest(shared_data, tmp_path):
 @pytest.mark.parametrize("sig, workers", [(signal.SIGKILL, "1"), (signal.SIGINT, "2")])
 def test_interrupted_run_leaves_no_truncated_tensor(val1300_run, tmp_path, sig, workers):
     _, complete_run, _ = val1300_run
-    total = 400
-    src = link_images(sorted(val1300_run[0].glob("*.JPEG"))[:total], tmp_path / "src")
+    # All 1,300 images: a run of a few seconds, so the interrupt lands mid-run even when the test
+    # process is scheduled late on a busy machine (400 images once finished before the signal).
+    images = sorted(val1300_run[0].glob("*.JPEG"))
+    total = len(images)
+    src = link_images(images, tmp_path / "src")
     dst = tmp_path / "prep"
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "preprocess.py"), str(src), str(dst),
                              "--workers", workers], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not dst.is_dir() or len(bins(dst)) < 40):
         time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     if sig == signal.SIGINT:

@@ -18,14 +18,7 @@ from repvgg_pipeline.transforms import (
     resized_size,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The reference transform works on single images: torch's thread pool only adds contention on 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torchvision_reference(path: Path, transform: EvalTransform) -> np.ndarray:
