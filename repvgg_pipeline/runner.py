@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -198,11 +198,35 @@ class RunResult:
 
 def _read_batch(files: Sequence[InputFile], geometry: Geometry, batch_size: int) -> np.ndarray:
     """Read `files` into one (batch_size, ...) array; rows past the files stay zero (the padding)."""
-    batch = np.zeros((batch_size, *geometry.shape), dtype=tensors.layout_dtype(geometry.layout))
+    batch = np.empty((batch_size, *geometry.shape), dtype=tensors.layout_dtype(geometry.layout))
     for row, item in enumerate(files):
-        batch[row] = tensors.read_tensor(item.path, geometry.layout, geometry.height, geometry.width,
-                                         geometry.channels)
+        tensors.read_tensor(item.path, geometry.layout, geometry.height, geometry.width, geometry.channels,
+                            out=batch[row])
+    batch[len(files):] = 0
     return batch
+
+
+class _InlineExecutor:
+    """The `submit` of a ThreadPoolExecutor, run at once in the calling thread."""
+
+    def __enter__(self) -> _InlineExecutor:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        return None
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as err:  # handed to the caller through result(), as a thread pool would
+            future.set_exception(err)
+        return future
+
+
+def _io_executor(overlap: bool) -> ThreadPoolExecutor | _InlineExecutor:
+    """A one-thread pool to overlap file I/O with compute off the host, else inline execution."""
+    return ThreadPoolExecutor(max_workers=1) if overlap else _InlineExecutor()
 
 
 def _chunks(files: Sequence[InputFile], size: int) -> Iterator[Sequence[InputFile]]:
@@ -344,8 +368,8 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
     else:
         chunks = list(_chunks(todo, batch_size))
         written = []
-        with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer, \
-                _progress(len(todo), progress) as bar:
+        overlap = not backend.compute_on_host  # see Backend.compute_on_host
+        with _io_executor(overlap) as reader, _io_executor(overlap) as writer, _progress(len(todo), progress) as bar:
             def submit(chunk):
                 return reader.submit(_read_batch, [item for _, item in chunk], geometry, batch_size)
 

@@ -36,6 +36,25 @@ def test_uint8_round_trip_hwc_and_non_contiguous_input(tmp_path):
     assert np.array_equal(tensors.read_tensor(tmp_path / "u.bin", "uint8", 4, 6), hwc)
 
 
+def test_read_into_a_batch_row_fills_only_that_row(tmp_path):
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal((3, 5, 7)).astype(np.float32) for _ in range(2)]
+    for i, array in enumerate(arrays):
+        tensors.write_tensor(tmp_path / f"{i}.bin", array)
+    batch = np.full((3, 3, 5, 7), np.nan, dtype=np.float32)
+    for row in range(2):
+        assert np.shares_memory(tensors.read_tensor(tmp_path / f"{row}.bin", "float32", 5, 7, out=batch[row]), batch)
+    assert np.array_equal(batch[0], arrays[0]) and np.array_equal(batch[1], arrays[1])
+    assert np.isnan(batch[2]).all()  # untouched
+    with pytest.raises(ValueError, match="C-contiguous"):
+        tensors.read_tensor(tmp_path / "0.bin", "float32", 5, 7, out=batch[:, 0])  # wrong shape
+    with pytest.raises(ValueError):
+        tensors.read_tensor(tmp_path / "0.bin", "float32", 5, 7, out=np.empty((3, 5, 7), dtype=np.float64))
+    (tmp_path / "short.bin").write_bytes(b"\0" * 12)
+    with pytest.raises(UserError, match="12 bytes, expected 420"):
+        tensors.read_tensor(tmp_path / "short.bin", "float32", 5, 7, out=batch[2])
+
+
 def test_wrong_size_names_path_and_expectation(tmp_path):
     (tmp_path / "x.bin").write_bytes(b"\0" * 100)
     with pytest.raises(UserError, match=r"x\.bin: 100 bytes, expected 602112 \(float32 3x224x224\)"):

@@ -67,6 +67,7 @@ class OnnxRuntimeBackend:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise fail(f"cannot load ONNX model {model_path}: {first_line}") from None
         self.on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        self.compute_on_host = not self.on_cuda
         self.device = f"cuda:{device}" if self.on_cuda else "CPUExecutionProvider"
         self.device_id = device
         inputs = self.session.get_inputs()
