@@ -164,47 +164,56 @@ def _strip_prefixes(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
 
 
 # --- key layouts ------------------------------------------------------------------------------
-# (pattern on the foreign key, replacement giving the official key), applied in order.
-_TO_OFFICIAL: dict[str, list[tuple[str, str]]] = {
-    TIMM: [
-        (r"^stem\.", "stage0."),
-        (r"^stages\.(\d+)\.", lambda m: f"stage{int(m.group(1)) + 1}."),  # type: ignore[list-item]
-        (r"\.conv_kxk\.", ".rbr_dense."), (r"\.conv_1x1\.", ".rbr_1x1."), (r"\.identity\.", ".rbr_identity."),
-        (r"\.attn\.fc1\.", ".se.down."), (r"\.attn\.fc2\.", ".se.up."), (r"\.reparam_conv\.", ".rbr_reparam."),
-        (r"^head\.fc\.", "linear."),
-    ],
-    MMPRETRAIN: [
-        (r"^backbone\.stem\.", "stage0."), (r"^backbone\.stage_(\d+)\.", r"stage\1."),
-        (r"\.branch_3x3\.norm\.", ".rbr_dense.bn."), (r"\.branch_3x3\.", ".rbr_dense."),
-        (r"\.branch_1x1\.norm\.", ".rbr_1x1.bn."), (r"\.branch_1x1\.", ".rbr_1x1."),
-        (r"\.branch_norm\.", ".rbr_identity."), (r"\.branch_reparam\.", ".rbr_reparam."),
-        (r"\.se_layer\.conv1\.conv\.", ".se.down."), (r"\.se_layer\.conv2\.conv\.", ".se.up."),
-        (r"^head\.fc\.", "linear."),
-    ],
+@dataclass(frozen=True)
+class _ForeignNames:
+    """How timm or mmpretrain names what the official code calls `stage0.`, `stage{k}.`, `linear.` and the branches.
+
+    One table serves both directions (reading foreign checkpoints, writing them for tests), so
+    the two can never disagree.
+    """
+
+    stem: str  # the official `stage0.`
+    stage: str  # the official `stage{k}.`, with `{}` the foreign stage number = k + stage_offset
+    stage_offset: int
+    head: str  # the official `linear.`
+    # (official, foreign) fragments inside a key; where one contains another, the longer comes first
+    fragments: tuple[tuple[str, str], ...]
+
+
+_NAMES: dict[str, _ForeignNames] = {
+    TIMM: _ForeignNames(
+        stem="stem.", stage="stages.{}.", stage_offset=-1, head="head.fc.",
+        fragments=((".rbr_dense.", ".conv_kxk."), (".rbr_1x1.", ".conv_1x1."), (".rbr_identity.", ".identity."),
+                   (".se.down.", ".attn.fc1."), (".se.up.", ".attn.fc2."), (".rbr_reparam.", ".reparam_conv."))),
+    MMPRETRAIN: _ForeignNames(
+        stem="backbone.stem.", stage="backbone.stage_{}.", stage_offset=0, head="head.fc.",
+        fragments=((".rbr_dense.bn.", ".branch_3x3.norm."), (".rbr_dense.", ".branch_3x3."),
+                   (".rbr_1x1.bn.", ".branch_1x1.norm."), (".rbr_1x1.", ".branch_1x1."),
+                   (".rbr_identity.", ".branch_norm."), (".rbr_reparam.", ".branch_reparam."),
+                   (".se.down.", ".se_layer.conv1.conv."), (".se.up.", ".se_layer.conv2.conv."))),
 }
-_FROM_OFFICIAL: dict[str, list[tuple[str, str]]] = {
-    TIMM: [
-        (r"^stage0\.", "stem."),
-        (r"^stage(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}."),  # type: ignore[list-item]
-        (r"\.rbr_dense\.", ".conv_kxk."), (r"\.rbr_1x1\.", ".conv_1x1."), (r"\.rbr_identity\.", ".identity."),
-        (r"\.se\.down\.", ".attn.fc1."), (r"\.se\.up\.", ".attn.fc2."), (r"\.rbr_reparam\.", ".reparam_conv."),
-        (r"^linear\.", "head.fc."),
-    ],
-    MMPRETRAIN: [
-        (r"^stage0\.", "backbone.stem."), (r"^stage(\d)\.", r"backbone.stage_\1."),
-        (r"\.rbr_dense\.bn\.", ".branch_3x3.norm."), (r"\.rbr_dense\.", ".branch_3x3."),
-        (r"\.rbr_1x1\.bn\.", ".branch_1x1.norm."), (r"\.rbr_1x1\.", ".branch_1x1."),
-        (r"\.rbr_identity\.", ".branch_norm."), (r"\.rbr_reparam\.", ".branch_reparam."),
-        (r"\.se\.down\.", ".se_layer.conv1.conv."), (r"\.se\.up\.", ".se_layer.conv2.conv."),
-        (r"^linear\.", "head.fc."),
-    ],
-}
+_OFFICIAL_STAGE = re.compile(r"stage(\d+)\.")
 _IGNORED_KEYS = re.compile(r"^data_preprocessor\.")  # mmpretrain's normalisation buffers, not weights
 
 
-def _rename(key: str, rules: list[tuple[str, str]]) -> str:
-    for pattern, replacement in rules:
-        key = re.sub(pattern, replacement, key)
+def _rename(key: str, names: _ForeignNames, to_official: bool) -> str:
+    """One key from the foreign family to the official names (`to_official`) or back."""
+    foreign_stage = re.compile(re.escape(names.stage).replace(r"\{\}", r"(\d+)"))
+    if to_official:
+        if key.startswith(names.stem):
+            key = "stage0." + key[len(names.stem):]
+        elif match := foreign_stage.match(key):
+            key = f"stage{int(match.group(1)) - names.stage_offset}." + key[match.end():]
+        elif key.startswith(names.head):
+            key = "linear." + key[len(names.head):]
+    elif key.startswith("stage0."):
+        key = names.stem + key[len("stage0."):]
+    elif match := _OFFICIAL_STAGE.match(key):
+        key = names.stage.format(int(match.group(1)) + names.stage_offset) + key[match.end():]
+    elif key.startswith("linear."):
+        key = names.head + key[len("linear."):]
+    for official, foreign in names.fragments:
+        key = key.replace(*((foreign, official) if to_official else (official, foreign)))
     return key
 
 
@@ -227,18 +236,16 @@ def to_official_keys(state_dict: Mapping[str, torch.Tensor], family: str) -> dic
     """Rename timm / mmpretrain keys to the official ones (identity for the official family)."""
     if family == OFFICIAL:
         return dict(state_dict)
-    rules = _TO_OFFICIAL[family]
-    return {_rename(k, rules): v for k, v in state_dict.items() if not _IGNORED_KEYS.match(k)}
+    return {_rename(k, _NAMES[family], True): v for k, v in state_dict.items() if not _IGNORED_KEYS.match(k)}
 
 
 def from_official_keys(state_dict: Mapping[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     """The inverse renaming: official keys to timm or mmpretrain ones (used to write test checkpoints)."""
     if family == OFFICIAL:
         return dict(state_dict)
-    if family not in _FROM_OFFICIAL:
+    if family not in _NAMES:
         raise fail(f"unknown layout {family!r}; known: {', '.join(FAMILIES)}")
-    rules = _FROM_OFFICIAL[family]
-    return {_rename(k, rules): v for k, v in state_dict.items()}
+    return {_rename(k, _NAMES[family], False): v for k, v in state_dict.items()}
 
 
 # --- variant inference --------------------------------------------------------------------------
