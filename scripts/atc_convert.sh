@@ -37,10 +37,8 @@ ATC comes with CANN: `source /usr/local/Ascend/ascend-toolkit/set_env.sh` first.
 EOF
 }
 
-die() {  # one line on stderr, exit code (default 2: bad input or setup)
-  echo "$PROG: error: $1" >&2
-  exit "${2:-2}"
-}
+# shellcheck source=common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"  # die, parse_batch_sizes
 
 onnx="${ATC_ONNX:-repvgg.onnx}"
 prefix="${ATC_OUTPUT_PREFIX:-}"
@@ -84,12 +82,7 @@ done
 # ---- check the inputs before touching anything
 [[ -f "$onnx" ]] || die "ONNX model not found: $onnx (export one with: python pth2onnx.py CHECKPOINT $onnx)"
 [[ -n "$prefix" ]] || prefix="${onnx%.onnx}"
-batch_list=()
-for b in ${batch_sizes//,/ }; do
-  [[ "$b" =~ ^[1-9][0-9]*$ ]] || die "batch sizes must be positive integers, got '$b' in '$batch_sizes'"
-  batch_list+=("$b")
-done
-[[ ${#batch_list[@]} -gt 0 ]] || die "no batch sizes given"
+parse_batch_sizes "$batch_sizes"
 if [[ "$input_size" =~ ^([1-9][0-9]*)$ ]]; then
   height="$input_size"; width="$input_size"
 elif [[ "$input_size" =~ ^([1-9][0-9]*)[,x]([1-9][0-9]*)$ ]]; then

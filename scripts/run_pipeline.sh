@@ -40,7 +40,8 @@ Environment: PYTHON (default: python, else python3).
 EOF
 }
 
-die() { echo "$PROG: error: $1" >&2; exit "${2:-2}"; }
+# shellcheck source=common.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"  # die, parse_batch_sizes
 step() { echo; echo "== $PROG: $*"; }
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
 
@@ -84,12 +85,7 @@ else
 fi
 [[ "$input_size" =~ ^[1-9][0-9]*$ ]] || die "--input-size must be a positive integer, got '$input_size'"
 [[ "$device" =~ ^[0-9]+$ ]] || die "--device must be a non-negative integer, got '$device'"
-batch_list=()
-for b in ${batch_sizes//,/ }; do
-  [[ "$b" =~ ^[1-9][0-9]*$ ]] || die "batch sizes must be positive integers, got '$b'"
-  batch_list+=("$b")
-done
-[[ ${#batch_list[@]} -gt 0 ]] || die "no batch sizes given"
+parse_batch_sizes "$batch_sizes"
 case "$backend" in
   auto)
     if command -v atc >/dev/null 2>&1 && command -v npu-smi >/dev/null 2>&1 && npu-smi info >/dev/null 2>&1; then
