@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from repvgg_pipeline import atomic
-from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli
+from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli, usable_cores
 from repvgg_pipeline.dataset import CLASS_FOLDERS, ImageItem, check_unique_keys, find_images, parse_shard, shard
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.labels import write_labels
@@ -36,14 +36,6 @@ from repvgg_pipeline.transforms import EvalTransform, default_resize, normalize_
 MODEL_PRESETS = {"repvgg": {}}  # the ModelZoo script's model_type argument; its only model uses the defaults
 LABEL_FILE = "val_label.txt"
 SETTINGS_FILE = ".preprocess-settings.json"  # hidden: ais_bench and gen_dataset_info only read *.bin
-
-
-def default_workers() -> int:
-    """All cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -66,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=tensors.LAYOUTS, default=tensors.FLOAT32_CHW,
                         help="float32: normalised CHW tensor (602,112 bytes at 224); uint8: cropped RGB pixels, "
                              "HWC, for an OM model with AIPP normalisation (150,528 bytes at 224)")
-    parser.add_argument("--workers", type=int, default=default_workers(),
+    parser.add_argument("--workers", type=int, default=usable_cores(),
                         help="parallel processes (default: all cores, here %(default)s)")
     parser.add_argument("--shard", default=None, metavar="i/n",
                         help="process only the i-th (0-based) of n deterministic shares, e.g. 0/4 ... 3/4")

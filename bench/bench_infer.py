@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from repvgg_pipeline import runner  # noqa: E402
-from repvgg_pipeline.backends.onnxruntime import OnnxRuntimeBackend, session_options, usable_cores  # noqa: E402
+from repvgg_pipeline.backends.onnxruntime import OnnxRuntimeBackend, session_options  # noqa: E402
+from repvgg_pipeline.cli import usable_cores  # noqa: E402
 from repvgg_pipeline.formats import tensors  # noqa: E402
 
 OVERHEAD_GOAL = 0.03

@@ -8,12 +8,22 @@ anywhere below `main(args)`; `run_cli` turns it into that line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 EXIT_USAGE = 2  # bad input: missing file, wrong format, bad option (argparse uses 2 too)
 EXIT_FAILED = 1  # the work ran but some of it failed (e.g. unreadable images were reported)
 EXIT_INTERRUPTED = 130
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total): the default
+    number of preprocessing workers and of ONNX Runtime threads."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class UserError(Exception):

@@ -12,25 +12,16 @@ through IO binding, so those copies are timed separately from the compute.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from repvgg_pipeline.backends.base import BatchTiming, InputSpec
-from repvgg_pipeline.cli import fail
+from repvgg_pipeline.cli import fail, usable_cores
 from repvgg_pipeline.formats.tensors import FLOAT32_CHW, UINT8_HWC
 
 _LAYOUT_OF_TYPE = {"tensor(float)": FLOAT32_CHW, "tensor(uint8)": UINT8_HWC}
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _static_dim(dim: object) -> int | None:
