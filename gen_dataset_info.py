@@ -19,9 +19,8 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from repvgg_pipeline import atomic
 from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli
-from repvgg_pipeline.dataset import find_images, natural_key
+from repvgg_pipeline.dataset import find_images
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.info import InfoEntry, write_info
 
@@ -41,18 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def bin_entries(directory: Path, width: int, height: int) -> tuple[list[InfoEntry], str]:
     """Entries for the `.bin` tensors in `directory`, and their common layout; `UserError` on a misfit."""
-    if not directory.is_dir():
-        raise fail(f"folder not found: {directory}")
-    found = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            name = entry.name
-            is_tensor = name.lower().endswith(".bin") and not name.startswith(".") and not atomic.is_temporary(name)
-            if is_tensor and entry.is_file():
-                found.append((name, entry.stat().st_size))
-    if not found:
-        raise fail(f"no .bin files in {directory}")
-    found.sort(key=lambda item: natural_key(item[0]))
+    found = [(name, (directory / name).stat().st_size) for name in tensors.list_tensor_files(directory)]
     layout = None
     for name, size in found:
         this = tensors.detect_layout(size, height, width)

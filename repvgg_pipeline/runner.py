@@ -34,11 +34,9 @@ import numpy as np
 from repvgg_pipeline import atomic
 from repvgg_pipeline.backends.base import Backend, InputSpec, open_backend
 from repvgg_pipeline.cli import fail
-from repvgg_pipeline.dataset import natural_key
 from repvgg_pipeline.formats import dumps, info, summary, tensors
 
 DEFAULT_BATCH_SIZE = 16
-INPUT_SUFFIX = ".bin"
 
 
 def default_output_dirname() -> str:
@@ -67,11 +65,7 @@ def list_inputs(source: Path | str) -> list[InputFile]:
     """
     source = Path(source)
     if source.is_dir():
-        names = [e.name for e in os.scandir(source)
-                 if e.name.endswith(INPUT_SUFFIX) and e.is_file() and not atomic.is_temporary(e.name)]
-        if not names:
-            raise fail(f"no {INPUT_SUFFIX} files in {source}")
-        return [InputFile(source / name) for name in sorted(names, key=natural_key)]
+        return [InputFile(source / name) for name in tensors.list_tensor_files(source)]
     if not source.is_file():
         raise fail(f"input not found: {source} (expected a folder of .bin files or an .info file)")
     entries = info.read_info(source)

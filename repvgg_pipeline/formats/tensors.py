@@ -22,6 +22,7 @@ import numpy as np
 
 from repvgg_pipeline import atomic
 from repvgg_pipeline.cli import fail
+from repvgg_pipeline.dataset import natural_key
 
 FLOAT32_CHW = "float32"
 UINT8_HWC = "uint8"
@@ -108,6 +109,24 @@ def read_tensor(path: Path | str, layout: str, height: int, width: int, channels
     if filled != expected:
         raise fail(f"{path}: shrank to {filled} bytes while being read, expected {expected}")
     return out
+
+
+def list_tensor_files(directory: Path | str) -> list[str]:
+    """Names of the `.bin` tensors in `directory`, natural-sorted as ais_bench orders its inputs.
+
+    Hidden files and leftovers of interrupted atomic writes are not tensors. Raises
+    `UserError` when the folder is missing or holds none.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise fail(f"folder not found: {directory}")
+    with os.scandir(directory) as entries:
+        names = [e.name for e in entries
+                 if e.name.lower().endswith(".bin") and not e.name.startswith(".") and not atomic.is_temporary(e.name)
+                 and e.is_file()]
+    if not names:
+        raise fail(f"no .bin files in {directory}")
+    return sorted(names, key=natural_key)
 
 
 def detect_layout(nbytes: int, height: int, width: int, channels: int = 3) -> str | None:
