@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli
+from repvgg_pipeline.cli import EXIT_FAILED, fail, first_line, run_cli
 from repvgg_pipeline.dataset import find_images
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.info import InfoEntry, write_info
@@ -65,7 +65,7 @@ def image_entries(directory: Path) -> tuple[list[InfoEntry], list[tuple[str, str
             with Image.open(item.path) as img:
                 width, height = img.size
         except Exception as err:  # noqa: BLE001 - any error here means: not a readable image
-            failures.append((item.relative, f"{type(err).__name__}: {err}"))
+            failures.append((item.relative, first_line(err, with_type=True)))
             continue
         entries.append(InfoEntry(len(entries), os.path.join(str(directory), item.relative), width, height))
     return entries, failures

@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from repvgg_pipeline import atomic
-from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli, usable_cores
+from repvgg_pipeline.cli import EXIT_FAILED, fail, first_line, run_cli, usable_cores
 from repvgg_pipeline.dataset import CLASS_FOLDERS, ImageItem, check_unique_keys, find_images, parse_shard, shard
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.labels import write_labels
@@ -152,17 +152,12 @@ def _process_one(job: tuple[str, str]) -> tuple[str, str | None, str | None]:
     try:
         array = preprocess_image(source, _STATE["transform"], _STATE["lut"], _STATE["dtype"])
     except Exception as err:  # noqa: BLE001 - any decoder error means: this image is unreadable
-        return source, _describe_error(err), None
+        return source, first_line(err, with_type=True), None
     try:
         tensors.write_tensor(target, array)
     except OSError as err:
         return source, None, f"cannot write {target}: {err.strerror or err}"
     return source, None, None
-
-
-def _describe_error(err: Exception) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _run_jobs(jobs: list[tuple[str, str]], transform: EvalTransform, dtype: str, workers: int) -> Iterable:

@@ -29,7 +29,7 @@ from torch import nn
 
 from repvgg_model.model import create_model
 from repvgg_model.variants import SE_AFTER_RELU, SE_BEFORE_RELU, VARIANTS, Variant, get_variant
-from repvgg_pipeline.cli import fail
+from repvgg_pipeline.cli import fail, first_line
 
 OFFICIAL, TIMM, MMPRETRAIN = "official", "timm", "mmpretrain"
 FAMILIES = (OFFICIAL, TIMM, MMPRETRAIN)
@@ -98,17 +98,13 @@ def _load_weights_only(path: Path) -> object:
         unsafe = re.findall(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(err), flags=re.IGNORECASE)
         if not unsafe:  # torch's weights-only unpickler met bytes that are no torch.save pickle at all
             raise fail(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt? "
-                       f"({_first_line(err)})") from None
+                       f"({first_line(err, limit=200)})") from None
         raise fail(f"{path}: refused: the checkpoint needs arbitrary unpickling of Python objects "
                    f"({_capped(sorted(set(unsafe)))}); it is never executed. "
                    "Re-save just the weights: torch.save(model.state_dict(), ...)") from None
     except Exception as err:  # noqa: BLE001 - zip, EOF, key and runtime errors all mean a damaged file
-        raise fail(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt? ({_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
+        raise fail(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt? "
+                   f"({first_line(err, limit=200)})") from None
 
 
 def _is_state_dict(obj: object) -> bool:

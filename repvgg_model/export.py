@@ -19,7 +19,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from repvgg_pipeline.cli import fail
+from repvgg_pipeline.cli import fail, first_line
 
 INPUT_NAME = "actual_input_1"
 OUTPUT_NAME = "output1"
@@ -62,7 +62,7 @@ def export_onnx(model: nn.Module, path: Path | str, input_size: int = 224, batch
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as err:  # pragma: no cover - would be an exporter bug
-        raise fail(f"the exported ONNX model fails onnx.checker: {str(err).splitlines()[0]}") from None
+        raise fail(f"the exported ONNX model fails onnx.checker: {first_line(err)}") from None
     return proto
 
 

@@ -26,6 +26,19 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def first_line(err: BaseException, with_type: bool = False, limit: int | None = None) -> str:
+    """An exception condensed for a one-line message: its first line of text, or its type when it has none.
+
+    Library errors (Pillow, ONNX Runtime, torch) often span many lines; the contract is one line.
+    `with_type` prefixes the type ("UnidentifiedImageError: ..."), `limit` caps the length.
+    """
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    if with_type and text:
+        text = f"{type(err).__name__}: {text}"
+    return (text or type(err).__name__)[:limit]
+
+
 class UserError(Exception):
     """A problem with the user's input, reported as one line and exit code `exit_code`."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from repvgg_pipeline.backends.base import BatchTiming, InputSpec
-from repvgg_pipeline.cli import fail, usable_cores
+from repvgg_pipeline.cli import fail, first_line, usable_cores
 from repvgg_pipeline.formats.tensors import FLOAT32_CHW, UINT8_HWC
 
 _LAYOUT_OF_TYPE = {"tensor(float)": FLOAT32_CHW, "tensor(uint8)": UINT8_HWC}
@@ -55,8 +55,7 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(str(model_path), sess_options=session_options(threads),
                                                 providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types for an unreadable model
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise fail(f"cannot load ONNX model {model_path}: {first_line}") from None
+            raise fail(f"cannot load ONNX model {model_path}: {first_line(err)}") from None
         self.on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.compute_on_host = not self.on_cuda
         self.device = f"cuda:{device}" if self.on_cuda else "CPUExecutionProvider"
@@ -88,7 +87,7 @@ class OnnxRuntimeBackend:
         try:
             outputs = self.session.run(self.output_names, feed)
         except Exception as err:  # onnxruntime's own exception types; the runner checked shapes beforehand
-            raise fail(f"ONNX Runtime failed on a batch of shape {batch.shape}: {str(err).strip().splitlines()[0]}",
+            raise fail(f"ONNX Runtime failed on a batch of shape {batch.shape}: {first_line(err)}",
                        exit_code=1) from None
         compute_ms = (time.perf_counter() - start) * 1000.0
         return outputs, BatchTiming(compute_ms)
