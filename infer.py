@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from repvgg_pipeline import runner
-from repvgg_pipeline.backends.base import BACKENDS
+from repvgg_pipeline.backends import BACKENDS
 from repvgg_pipeline.cli import fail, run_cli
 from repvgg_pipeline.formats.dumps import OUTFMTS
 
@@ -39,24 +39,42 @@ def _input_size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _str2bool(text: str) -> bool:
+    """ais_bench's boolean values (`--display_all_summary True`), case-insensitive."""
+    lowered = text.lower()
+    if lowered in ("yes", "true", "t", "y", "1"):
+        return True
+    if lowered in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false (or 1/0, yes/no), got {text!r}")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", type=Path, help="model file: .onnx (ONNX Runtime) or .om (ais_bench)")
+    parser.add_argument("model", type=Path, nargs="?", help="model file: .onnx (ONNX Runtime) or .om (ais_bench)")
     parser.add_argument("input", type=Path, nargs="?",
                         help="folder of .bin tensors or a gen_dataset_info.py .info file (omit with --loop)")
     parser.add_argument("output", type=Path, nargs="?",
                         help="output root: dumps go to OUTPUT/OUTPUT_DIRNAME/, the summary beside them")
+    # ais_bench's spellings (`python3 -m ais_bench --model M --input I --output O ...`), same meaning
+    parser.add_argument("--model", "-m", dest="model_opt", type=Path, help="same as MODEL (ais_bench spelling)")
+    parser.add_argument("--input", "-i", dest="input_opt", type=Path, help="same as INPUT (ais_bench spelling)")
+    parser.add_argument("--output", "-o", dest="output_opt", type=Path, help="same as OUTPUT (ais_bench spelling)")
+    parser.add_argument("--display_all_summary", type=_str2bool, default=True, metavar="BOOL",
+                        help="print the H2D/D2H latency lines too (default True; ais_bench's default is False)")
+    parser.add_argument("--pure_data_type", choices=("zero", "random"), default="random",
+                        help="data of a run without INPUT (default random)")
     parser.add_argument("--output_dirname", "--output-dirname", dest="output_dirname",
                         help="dump folder name (default: the start time, %%Y_%%m_%%d-%%H_%%M_%%S, like ais_bench)")
     parser.add_argument("--outfmt", type=str.upper, choices=OUTFMTS, default="BIN", help="dump format (default BIN)")
     parser.add_argument("--batch-size", "--batchsize", dest="batch_size", type=int,
                         help=f"batch size (default: the model's own when static, else {runner.DEFAULT_BATCH_SIZE})")
     parser.add_argument("--backend", choices=BACKENDS, help="override the backend implied by the model suffix")
-    parser.add_argument("--device", type=int, default=0, help="NPU id (ais_bench) or CUDA device (default 0)")
+    parser.add_argument("--device", "-d", type=int, default=0, help="NPU id (ais_bench) or CUDA device (default 0)")
     parser.add_argument("--warmup", "--warmup_count", dest="warmup", type=int, default=1,
                         help="untimed warm-up runs before timing (default 1)")
-    parser.add_argument("--loop", type=int, default=1,
+    parser.add_argument("--loop", "-l", type=int, default=1,
                         help="runs per batch (default 1); without INPUT: timed runs on random data")
     parser.add_argument("--input-size", type=_input_size,
                         help="N or H,W: only for a model whose input height/width are not fixed")
@@ -67,7 +85,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _merge_named(args: argparse.Namespace) -> None:
+    """Fold `--model/--input/--output` into the positional arguments; both forms at once must agree."""
+    for name in ("model", "input", "output"):
+        named = getattr(args, f"{name}_opt", None)
+        if named is None:
+            continue
+        positional = getattr(args, name)
+        if positional is not None and positional != named:
+            raise fail(f"{name} given twice: {positional} and --{name} {named}")
+        setattr(args, name, named)
+
+
 def main(args: argparse.Namespace) -> int:
+    _merge_named(args)
+    if args.model is None:
+        raise fail("give the model file (MODEL or --model)")
     if args.input is None and args.loop <= 1:
         raise fail("give INPUT (a folder of .bin files or an .info file), or --loop N for a pure throughput run")
     if args.input is not None and args.output is None:
@@ -78,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
         model=args.model, inputs=args.input, output_root=args.output, output_dirname=args.output_dirname,
         outfmt=args.outfmt, batch_size=args.batch_size, backend=args.backend, device=args.device,
         warmup=args.warmup, loop=args.loop, input_size=args.input_size, threads=args.threads, resume=args.resume,
-        seed=args.seed,
+        seed=args.seed, pure_data_type=args.pure_data_type, display_all_summary=args.display_all_summary,
     )
     result = runner.run(options)
     print("\n".join(result.lines))

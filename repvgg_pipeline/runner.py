@@ -6,7 +6,8 @@ postprocess.py and parse_perf.py read one format:
 
 - `{output_root}/{output_dirname}/{stem}_{i}.bin|npy|txt`, one per input and output index i,
   each of shape (1, C);
-- `{output_root}/{output_dirname}_summary.json` with `filesinfo`, compute/H2D/D2H statistics
+- `{output_root}/{output_dirname}_summary.json` (for `x/`: `x/_summary.json`, as ais_bench) with
+  `filesinfo`, compute/H2D/D2H statistics
   and `throughput = 1000 * batch / mean compute ms`; the same "Performance Summary" lines on stdout.
 
 Inputs are natural-sorted (as ais_bench does), a short last batch is padded with zeros
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from repvgg_pipeline import atomic
-from repvgg_pipeline.backends.base import Backend, InputSpec, open_backend
+from repvgg_pipeline.backends import open_backend
+from repvgg_pipeline.backends.base import Backend, InputSpec
 from repvgg_pipeline.cli import fail
 from repvgg_pipeline.formats import dumps, info, summary, tensors
 
@@ -171,6 +173,8 @@ class RunOptions:
     threads: int | None = None
     resume: bool = False
     seed: int = 0
+    pure_data_type: str = "random"  # without inputs: "zero" or "random" data (ais_bench --pure_data_type)
+    display_all_summary: bool = True  # print the H2D/D2H lines too (ais_bench --display_all_summary)
 
 
 @dataclass
@@ -270,6 +274,13 @@ def _clear_old_dumps(dump_dir: Path) -> int:
     return removed
 
 
+def _makedirs(path: Path, mode: int) -> None:
+    """`mkdir -p` giving every folder it creates `mode` (ais_bench's makedirs_safe; os.makedirs sets the last only)."""
+    for folder in [*reversed(path.parents), path]:
+        if not folder.is_dir():
+            folder.mkdir(mode=mode, exist_ok=True)
+
+
 def _summary_args(options: RunOptions, backend: Backend, batch_size: int) -> dict:
     """The `args` block of the summary, with ais_bench's option names plus which backend ran."""
     return {
@@ -282,6 +293,7 @@ def _summary_args(options: RunOptions, backend: Backend, batch_size: int) -> dic
         "device": options.device,
         "loop": options.loop,
         "warmup_count": options.warmup,
+        "pure_data_type": options.pure_data_type,
         "backend": backend.name,
         "backend_device": backend.device,
     }
@@ -319,8 +331,9 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
     if options.output_dirname is None:
         options.output_dirname = default_output_dirname()
     dirname = options.output_dirname.rstrip("/")
-    if not dirname or "/" in dirname or dirname in (".", ".."):
-        raise fail(f"--output_dirname must be a plain folder name, got {options.output_dirname!r}")
+    # ais_bench joins it to --output: "a/b" is a sub-folder, and "x/" puts the summary inside x/ (x/_summary.json)
+    if not dirname or dirname.startswith("/") or ".." in dirname.split("/") or dirname in (".",):
+        raise fail(f"--output_dirname must be a folder name relative to OUTPUT, got {options.output_dirname!r}")
 
     seen: set[str] = set()
     for item in files:
@@ -333,9 +346,11 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
     todo = list(enumerate(files))
     if options.output_root is not None:
         dump_dir = Path(options.output_root) / dirname
-        summary_file = summary.summary_path(Path(options.output_root), dirname)
+        summary_file = summary.summary_path(Path(options.output_root), options.output_dirname)
+        if (check_run_paths := getattr(backend, "check_run_paths", None)) is not None:  # ais_bench's path rules
+            check_run_paths(options.inputs, [item.path for item in files], Path(options.output_root), dump_dir)
         try:
-            dump_dir.mkdir(parents=True, exist_ok=True)
+            _makedirs(dump_dir, getattr(backend, "output_dir_mode", 0o777))
         except OSError as err:
             raise fail(f"cannot create output folder {dump_dir}: {err.strerror or err}") from None
         if options.resume:
@@ -353,6 +368,8 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
         high = 256 if dtype == np.uint8 else 1
         random_batch = (rng.integers(0, high, (batch_size, *geometry.shape)).astype(dtype) if high == 256
                         else rng.standard_normal((batch_size, *geometry.shape), dtype=np.float32))
+        if options.pure_data_type == "zero":
+            random_batch[...] = 0
     compute_ms: list[float] = []
     h2d_ms: list[float] = []
     d2h_ms: list[float] = []
@@ -412,14 +429,15 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
         summary.write_summary(summary_file, result_summary)
     return RunResult(result_summary, summary_file, dump_dir, len(todo), batches, padded, len(kept), wall_s,
                      batch_size, backend.name, backend.device,
-                     summary.performance_summary_lines(result_summary, batch_size))
+                     summary.performance_summary_lines(result_summary, batch_size, options.display_all_summary))
 
 
 def summary_line(result: RunResult) -> str:
     """The one-line report that ends a run: counts, rates, where the results are."""
     images = result.samples if result.samples else result.batches * result.batch_size
     rate = images / result.wall_s if result.wall_s > 0 else 0.0
-    what = f"{result.samples} inputs" if result.samples or result.skipped else f"{images} random inputs"
+    data = "zero" if result.summary["args"].get("pure_data_type") == "zero" else "random"
+    what = f"{result.samples} inputs" if result.samples or result.skipped else f"{images} {data} inputs"
     parts = [
         f"infer: {what} in {result.batches} batches of {result.batch_size}"
         + (f" ({result.padded} padding rows)" if result.padded else "")

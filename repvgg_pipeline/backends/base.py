@@ -1,4 +1,4 @@
-"""What the inference runner needs from a backend, and how one is picked for a model file.
+"""What the inference runner needs from a backend (the interface only; `backends/__init__.py` picks one).
 
 The runner (`repvgg_pipeline.runner`) owns batching, padding, file I/O and the
 ais_bench output layout; a backend only describes the model's input and runs one
@@ -10,15 +10,9 @@ time of those copies. Keeping that split makes both backends produce the same fi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-from repvgg_pipeline.cli import fail
-
-BACKENDS = ("onnxruntime", "ais_bench")
-_BACKEND_OF_SUFFIX = {".onnx": "onnxruntime", ".om": "ais_bench"}
 
 
 @dataclass(frozen=True)
@@ -66,38 +60,3 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the model and device resources."""
         ...
-
-
-def backend_for(model_path: Path | str, backend: str | None = None) -> str:
-    """The backend name for `model_path`: `backend` when given, else from the suffix (.onnx / .om)."""
-    if backend is not None:
-        if backend not in BACKENDS:
-            raise fail(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-        return backend
-    suffix = Path(model_path).suffix.lower()
-    try:
-        return _BACKEND_OF_SUFFIX[suffix]
-    except KeyError:
-        raise fail(f"cannot tell the backend from the model file name {Path(model_path).name!r} "
-                   f"(expected .onnx or .om); pass --backend") from None
-
-
-def open_backend(model_path: Path | str, backend: str | None = None, device: int = 0,
-                 threads: int | None = None) -> Backend:
-    """Load `model_path` with the chosen (or suffix-implied) backend.
-
-    `device` is the NPU id for ais_bench and the CUDA device for ONNX Runtime when the
-    CUDA execution provider is available; `threads` sets ONNX Runtime's intra-op threads
-    (default: all cores).
-    """
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise fail(f"model file not found: {model_path}")
-    name = backend_for(model_path, backend)
-    if name == "onnxruntime":
-        from repvgg_pipeline.backends.onnxruntime import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(model_path, device=device, threads=threads)
-    from repvgg_pipeline.backends.ais_bench import AisBenchBackend
-
-    return AisBenchBackend(model_path, device=device)

@@ -66,8 +66,12 @@ def build_summary(filesinfo: dict, args: dict, compute_ms: Sequence[float], h2d_
 
 
 def summary_path(output_root: Path, output_dirname: str) -> Path:
-    """`{output_root}/{output_dirname}_summary.json`: ais_bench's place for it, a sibling of the dump folder."""
-    return Path(output_root) / f"{output_dirname.rstrip('/')}{SUMMARY_SUFFIX}"
+    """ais_bench's place for it: `os.path.join(output, output_dirname) + "_summary.json"`.
+
+    A sibling of the dump folder (`bs16` -> `bs16_summary.json`), or inside it when the name
+    ends in a slash (`lcmout/` -> `lcmout/_summary.json`, the path ModelZoo's README reads).
+    """
+    return Path(os.path.join(str(output_root), output_dirname) + SUMMARY_SUFFIX)
 
 
 def write_summary(path: Path, summary: dict) -> None:
@@ -80,14 +84,14 @@ def _stats_line(name: str, stats: Mapping[str, Any]) -> str:
             f"median = {stats['median']}, {PERCENTILE_KEY} = {stats[PERCENTILE_KEY]}")
 
 
-def performance_summary_lines(summary: dict, batch_size: int) -> list[str]:
-    """The "Performance Summary" block ais_bench prints (with --display_all_summary: H2D and D2H too)."""
+def performance_summary_lines(summary: dict, batch_size: int, display_all: bool = True) -> list[str]:
+    """The "Performance Summary" block ais_bench prints (H2D and D2H lines only with --display_all_summary True)."""
     compute = summary["NPU_compute_time"]
     return [
         BANNER,
-        _stats_line("H2D_latency", summary["H2D_latency"]),
+        *([_stats_line("H2D_latency", summary["H2D_latency"])] if display_all else []),
         _stats_line("NPU_compute_time", compute),
-        _stats_line("D2H_latency", summary["D2H_latency"]),
+        *([_stats_line("D2H_latency", summary["D2H_latency"])] if display_all else []),
         f"[INFO] throughput 1000*batchsize.mean({batch_size})/NPU_compute_time.mean({compute['mean']}): "
         f"{summary['throughput']}",
         FOOTER,

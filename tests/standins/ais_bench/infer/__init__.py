@@ -1,1 +1,0 @@
-"""Stand-in for `ais_bench.infer` (tests only)."""

@@ -1,139 +1,175 @@
-"""Stand-in for `ais_bench.infer.interface` (tests only), on top of ONNX Runtime.
+"""Stand-in for `ais_bench.infer.interface` of the 2025 release line, on the aclruntime stand-in (tests only).
 
-Implements the documented calls of the real InferSession (msit/ait benchmark
-`interface.py`): `InferSession(device_id, model_path, acl_json_path=None, debug=False,
-loop=1)`, `get_inputs()`/`get_outputs()` (descriptors with `name`, `shape`, `datatype`,
-`realsize`, `size`), `infer(feeds, mode="static")` -> list of ndarrays, `summary()` with
-`exec_time_list` in ms, `reset_summaryinfo()`, `free_resource()`, `finalize()`, and
-`MemorySummary` with the H2D/D2H time lists. The model files are the stand-in `atc`'s
-"OM" files (ONNX with a fixed batch). Like an NPU session, a static model refuses feeds
-whose shape or dtype differs from its input, and a device id beyond
-`$STANDIN_NPU_DEVICES` (default 1) fails to open.
+The API surface of ais-bench_workload/tool/ais_bench/ais_bench/infer/interface.py since 2024
+(as of tools 630d2696, 2025-05), written from its source:
+
+- `summary()` (the aclruntime call underneath is still `sumary()`), `reset_summaryinfo()`;
+  `exec_time_list` holds (start_ms, end_ms) pairs;
+- `MemorySummary.get_h2d_time_list()` / `get_d2h_time_list()` (lower case), `reset()`;
+- `free_resource()`, and `finalize()` as a static method (`aclruntime.InferenceSession.finalize()`);
+- `InferSession.__init__` checks the model path (interface_check.py `check_model_path_legality`
+  -> common/path_security_check.py `check_path_legality(..., READ, suffix=["om"])`), the device
+  id (an int in [0, 255]) and the loop count; see `path_rules.py`;
+- `infer(feeds, mode)` wants a non-empty list (`check_list`), copies a non-contiguous array,
+  and prepares the mode: "static" calls `set_staticbatch()`, "dymbatch" sets the batch size
+  from the first dynamic axis of the feed.
 """
 
 from __future__ import annotations
 
-import enum
-import json
-import math
-import os
-import time
-from dataclasses import dataclass, field
-
+import aclruntime
 import numpy as np
 
+from ais_bench.infer.path_rules import READ, check_path
 
-class dtype(enum.Enum):  # noqa: N801 - named like aclruntime's enum, whose str() is "dtype.float32"
-    float32 = 0
-    uint8 = 4
-
-
-@dataclass
-class TensorDesc:
-    name: str
-    datatype: dtype
-    shape: list[int]
-    realsize: int
-    size: int
-    format: int = 0
-
-
-@dataclass
-class _Summary:
-    exec_time_list: list[float] = field(default_factory=list)
-
-
-_H2D: list[float] = []
-_D2H: list[float] = []
-
-
-class MemorySummary:
-    @staticmethod
-    def get_h2d_time_list() -> list[float]:
-        return list(_H2D)
-
-    @staticmethod
-    def get_d2h_time_list() -> list[float]:
-        return list(_D2H)
-
-    @staticmethod
-    def reset() -> None:
-        _H2D.clear()
-        _D2H.clear()
+OM_MODEL_MAX_SIZE = 10 * 1024 * 1024 * 1024  # infer/args_check.py
+LOOP_MAX_SIZE = 100000
+_MODES = ("static", "dymbatch", "dymhw", "dymdims", "dymshape")
 
 
 class InferSession:
     def __init__(self, device_id: int, model_path: str, acl_json_path: str | None = None, debug: bool = False,
                  loop: int = 1) -> None:
-        import onnxruntime as ort
-
-        if not 0 <= int(device_id) < int(os.environ.get("STANDIN_NPU_DEVICES", "1")):
-            raise RuntimeError(f"[ERROR] acl.rt.set_device failed: device {device_id} not found, ret 107001")
-        if not os.path.isfile(model_path):
-            raise RuntimeError(f"[ERROR] load model from file failed, model file is {model_path}")
+        if not model_path:
+            raise RuntimeError("empty model path!")
+        check_path(model_path, READ, max_size=OM_MODEL_MAX_SIZE, suffix="om")
+        if not isinstance(device_id, int):
+            raise TypeError(f"device:{device_id} is not a integer!")
+        if not 0 <= device_id <= 255:
+            raise ValueError(f"device:{device_id} is illegal. legal value range is [0, 255]")
+        if not isinstance(loop, int) or not 0 < loop <= LOOP_MAX_SIZE:
+            raise ValueError(f"input value:{loop} is out of range. Please check.")
         self.device_id = device_id
+        self.model_path = model_path
         self.loop = loop
-        self._session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-        meta = self._session.get_modelmeta().custom_metadata_map
-        self._aipp = json.loads(meta["standin_aipp"]) if "standin_aipp" in meta else None
-        graph_input = self._session.get_inputs()[0]
-        n, c, h, w = graph_input.shape
-        if self._aipp is None:
-            shape, kind = [n, c, h, w], dtype.float32
-        else:
-            shape, kind = [n, h, w, c], dtype.uint8
-        itemsize = 4 if kind is dtype.float32 else 1
-        self._inputs = [TensorDesc(graph_input.name, kind, shape, itemsize * math.prod(shape),
-                                   math.prod(shape))]
-        self._outputs = [TensorDesc(o.name, dtype.float32, list(o.shape), 4 * math.prod(o.shape), math.prod(o.shape))
-                         for o in self._session.get_outputs()]
-        self._summary = _Summary()
+        self.options = aclruntime.session_options()
+        if acl_json_path is not None:
+            self.options.acl_json_path = acl_json_path
+        self.options.log_level = 1 if debug else 2
+        self.options.loop = loop
+        self.session = aclruntime.InferenceSession(self.model_path, self.device_id, self.options)
+        self.outputs_names = [meta.name for meta in self.session.get_outputs()]
+        self.intensors_desc = self.session.get_inputs()
+        self.outtensors_desc = self.session.get_outputs()
 
-    def get_inputs(self) -> list[TensorDesc]:
-        return self._inputs
+    @staticmethod
+    def convert_tensors_to_host(tensors) -> None:
+        for tensor in tensors:
+            tensor.to_host()
 
-    def get_outputs(self) -> list[TensorDesc]:
-        return self._outputs
-
-    def _to_model_input(self, feed: np.ndarray) -> np.ndarray:
-        """What the AIPP stage of an OM does: uint8 N,H,W,C -> (x - min_chn) * var_reci_chn as float32 N,C,H,W."""
-        if self._aipp is None:
-            return feed
-        mins = np.array([self._aipp.get(f"min_chn_{i}", 0.0) for i in range(3)], dtype=np.float32)
-        recis = np.array([self._aipp.get(f"var_reci_chn_{i}", 1.0) for i in range(3)], dtype=np.float32)
-        return np.ascontiguousarray(((feed.astype(np.float32) - mins) * recis).transpose(0, 3, 1, 2))
-
-    def infer(self, feeds, mode: str = "static", custom_sizes=100000, out_array: bool = True) -> list[np.ndarray]:
-        if mode not in ("static", "dymbatch", "dymhw", "dymdims", "dymshape"):
-            raise RuntimeError(f"wrong infer_mode:{mode}")
-        if len(feeds) != len(self._inputs):
-            raise RuntimeError("input datas and intensors nums not matched!")
-        feed = np.ascontiguousarray(feeds[0])
-        desc = self._inputs[0]
-        if mode == "static" and (list(feed.shape) != desc.shape or feed.dtype != np.dtype(desc.datatype.name)):
-            raise RuntimeError(f"input shape {list(feed.shape)} {feed.dtype} does not match the model's "
-                               f"{desc.shape} {desc.datatype.name}: check the input size")
-        start = time.perf_counter()
-        device_feed = self._to_model_input(feed.copy())
-        _H2D.append((time.perf_counter() - start) * 1000.0)
-        start = time.perf_counter()
-        for _ in range(self.loop):
-            outputs = self._session.run(None, {desc.name: device_feed})
-        self._summary.exec_time_list.append((time.perf_counter() - start) * 1000.0 / self.loop)
-        start = time.perf_counter()
-        outputs = [np.array(o, copy=True) for o in outputs]
-        _D2H.append((time.perf_counter() - start) * 1000.0)
-        return outputs
-
-    def summary(self) -> _Summary:
-        return self._summary
-
-    def reset_summaryinfo(self) -> None:
-        self._summary = _Summary()
-
-    def free_resource(self) -> None:
-        self._session = None
+    @staticmethod
+    def convert_tensors_to_arrays(tensors) -> list[np.ndarray]:
+        return [np.array(tensor) for tensor in tensors]
 
     @staticmethod
     def finalize() -> None:
-        pass
+        if hasattr(aclruntime.InferenceSession, "finalize"):
+            aclruntime.InferenceSession.finalize()
+
+    def get_inputs(self):
+        self.intensors_desc = self.session.get_inputs()
+        return self.intensors_desc
+
+    def get_outputs(self):
+        self.outtensors_desc = self.session.get_outputs()
+        return self.outtensors_desc
+
+    def set_loop_count(self, loop: int) -> None:
+        self.session.options().loop = loop
+
+    def set_staticbatch(self) -> None:
+        self.session.set_staticbatch()
+
+    def set_dynamic_batchsize(self, batch) -> None:
+        self.session.set_dynamic_batchsize(batch)
+
+    def set_custom_outsize(self, custom_sizes) -> None:
+        self.session.set_custom_outsize(custom_sizes)
+
+    def get_max_dym_batchsize(self) -> int:
+        return self.session.get_max_dym_batchsize()
+
+    def get_dym_aipp_input_exist(self) -> int:
+        return self.session.get_dym_aipp_input_exist()
+
+    def create_tensor_from_fileslist(self, desc, files):
+        return self.session.create_tensor_from_fileslist(desc, files)
+
+    def create_tensor_from_arrays_to_device(self, arrays):
+        tensor = aclruntime.Tensor(arrays)
+        tensor.to_device(self.device_id)
+        return tensor
+
+    def run(self, feeds, out_array: bool = False):
+        if len(feeds) > 0 and isinstance(feeds[0], np.ndarray):  # raw bytes: address and size only
+            inputs = [aclruntime.BaseTensor(a.__array_interface__["data"][0], a.nbytes) for a in feeds]
+        else:
+            inputs = feeds
+        outputs = self.session.run(self.outputs_names, inputs)
+        if out_array:
+            self.convert_tensors_to_host(outputs)
+            return self.convert_tensors_to_arrays(outputs)
+        return outputs
+
+    def reset_summaryinfo(self) -> None:
+        self.session.reset_sumaryinfo()
+
+    def summary(self):
+        return self.session.sumary()
+
+    def free_resource(self) -> None:
+        if hasattr(self.session, "free_resource"):
+            self.session.free_resource()
+
+    def infer(self, feeds, mode: str = "static", custom_sizes=100000, out_array: bool = True):
+        if not isinstance(feeds, list):
+            raise ValueError("the list be checked is not a list!")
+        if not feeds:
+            raise ValueError("the list is empty")
+        if not isinstance(out_array, bool):
+            raise TypeError(f"value:{out_array} is not a bool!")
+        if mode not in _MODES:
+            raise ValueError("infer mode is illegal, Please check.")
+        inputs, shapes = [], []
+        for feed in feeds:
+            if isinstance(feed, np.ndarray):
+                feed = feed if feed.flags.c_contiguous else np.ascontiguousarray(feed)
+            elif not isinstance(feed, aclruntime.Tensor):
+                raise RuntimeError(f"type:{type(feed)} invalid")
+            shapes.append(list(feed.shape))
+            inputs.append(feed)
+        if mode == "static":
+            self.set_staticbatch()
+        elif mode == "dymbatch":
+            self._dymbatch_prepare(shapes)
+        else:
+            raise RuntimeError(f"stand-in: mode {mode} is not modelled")
+        return self.run(inputs, out_array)
+
+    def _dymbatch_prepare(self, shapes) -> None:
+        descs = self.get_inputs()
+        if len(shapes) != len(descs):
+            raise RuntimeError("input datas and intensors nums not matched!")
+        for desc, shape in zip(descs, shapes, strict=True):
+            for expected, dim in zip(desc.shape, shape, strict=False):
+                if expected < 0:
+                    self.set_dynamic_batchsize(dim)
+                    return
+                if expected != dim:
+                    raise RuntimeError("input datas and intensors dim not matched!")
+        raise RuntimeError("not a dymbatch model!")
+
+
+class MemorySummary:
+    @staticmethod
+    def get_h2d_time_list():
+        return aclruntime.MemorySummary().H2D_time_list if hasattr(aclruntime, "MemorySummary") else []
+
+    @staticmethod
+    def get_d2h_time_list():
+        return aclruntime.MemorySummary().D2H_time_list if hasattr(aclruntime, "MemorySummary") else []
+
+    @staticmethod
+    def reset() -> None:
+        if hasattr(aclruntime, "MemorySummary"):
+            aclruntime.MemorySummary().reset()
