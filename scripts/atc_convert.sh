@@ -80,6 +80,12 @@ while [[ $# -gt 0 ]]; do
 done
 
 # ---- check the inputs before touching anything
+# Checked first: on a host where neither CANN nor the driver is set up, the first thing to do is source it.
+if [[ "$dry_run" != 1 ]] && ! command -v atc >/dev/null 2>&1; then
+  command -v npu-smi >/dev/null 2>&1 || [[ -n "$soc_version" ]] || no_smi=" (npu-smi, from the driver, is missing too)"
+  die "atc not found on PATH: run 'source /usr/local/Ascend/ascend-toolkit/set_env.sh' (CANN) first${no_smi:-}"
+fi
+
 [[ -f "$onnx" ]] || die "ONNX model not found: $onnx (export one with: python pth2onnx.py CHECKPOINT $onnx)"
 [[ -n "$prefix" ]] || prefix="${onnx%.onnx}"
 parse_batch_sizes "$batch_sizes"
@@ -149,9 +155,6 @@ if [[ "$dry_run" == 1 ]]; then
   done
   exit 0
 fi
-
-command -v atc >/dev/null 2>&1 \
-  || die "atc not found on PATH: run 'source /usr/local/Ascend/ascend-toolkit/set_env.sh' (CANN) first"
 
 mkdir -p -- "$(dirname -- "$prefix")"
 if [[ "$aipp" == 1 ]]; then

@@ -165,6 +165,8 @@ else
 fi
 
 # ---- 4. inference, ais_bench output layout
+# ais_bench writes only into folders of at most rwxr-x--- (its path_security_check.py): make result/ so
+[[ "$backend_name" != ais_bench ]] || mkdir -p -m 750 -- "$workdir/result"
 report_runs=()
 summaries=()
 for i in "${!batch_list[@]}"; do

@@ -132,8 +132,9 @@ def test_missing_onnx_and_bad_options_are_one_line_errors(workdir):
     assert_one_line_error(run_atc(workdir, env, "--batch-sizes", "1,x"), 2, "batch sizes")
     assert_one_line_error(run_atc(workdir, env, "--input-size", "0"), 2, "input size")
     assert_one_line_error(run_atc(workdir, env, "--frobnicate"), 2, "unknown option")
-    no_smi = standin_env(workdir / "log", with_tools=False)
-    assert_one_line_error(run_atc(workdir, no_smi), 2, "--soc_version")
+    no_tools = standin_env(workdir / "log", with_tools=False)  # neither CANN nor the driver set up
+    assert_one_line_error(run_atc(workdir, no_tools), 2, "source /usr/local/Ascend/ascend-toolkit/set_env.sh")
+    assert_one_line_error(run_atc(workdir, no_tools, "--dry-run"), 2, "--soc_version")  # a dry run needs no atc
 
 
 def test_stale_om_never_passes_for_a_fresh_one(workdir):
