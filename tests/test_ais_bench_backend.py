@@ -288,3 +288,8 @@ def test_infer_py_refuses_an_output_folder_ais_bench_would_refuse(models, tmp_pa
     out.chmod(0o755)
     proc = run_script("infer.py", models["static"], models["root"] / "bins", out, env=_env("2025"))
     assert_one_line_error(proc, 2, "above 750")
+
+
+def test_named_and_positional_forms_must_agree(models, tmp_path):
+    proc = run_script("infer.py", models["static"], "--model", models["dynamic"], "--loop", "2", env=_env("2025"))
+    assert_one_line_error(proc, 2, "model given twice")
