@@ -19,6 +19,9 @@ from repvgg_pipeline.cli import fail
 
 BACKENDS = ("onnxruntime", "ais_bench")
 _BACKEND_OF_SUFFIX = {".onnx": "onnxruntime", ".om": "ais_bench"}
+# issue 10: the PyTorch reference (training checkpoints) and the FP16 preview of ATC's force_fp16 (ONNX)
+BACKENDS += ("torch", "onnxruntime-fp16")
+_BACKEND_OF_SUFFIX.update({".pth": "torch", ".pt": "torch", ".tar": "torch"})
 
 
 @dataclass(frozen=True)
@@ -79,21 +82,30 @@ def backend_for(model_path: Path | str, backend: str | None = None) -> str:
         return _BACKEND_OF_SUFFIX[suffix]
     except KeyError:
         raise fail(f"cannot tell the backend from the model file name {Path(model_path).name!r} "
-                   f"(expected .onnx or .om); pass --backend") from None
+                   f"(expected .onnx, .om or a .pth/.pt/.tar checkpoint); pass --backend") from None
 
 
 def open_backend(model_path: Path | str, backend: str | None = None, device: int = 0,
-                 threads: int | None = None) -> Backend:
+                 threads: int | None = None, **backend_options) -> Backend:
     """Load `model_path` with the chosen (or suffix-implied) backend.
 
     `device` is the NPU id for ais_bench and the CUDA device for ONNX Runtime when the
     CUDA execution provider is available; `threads` sets ONNX Runtime's intra-op threads
-    (default: all cores).
+    (default: all cores). `backend_options` go to the backends that take them: `arch`,
+    `use_ema`, `input_size` to "torch", `precision_mode` to "onnxruntime-fp16".
     """
     model_path = Path(model_path)
     if not model_path.is_file():
         raise fail(f"model file not found: {model_path}")
     name = backend_for(model_path, backend)
+    if name == "torch":
+        from repvgg_pipeline.backends.torch import TorchBackend
+
+        return TorchBackend(model_path, device=device, threads=threads, **backend_options)
+    if name == "onnxruntime-fp16":
+        from repvgg_pipeline.fp16_preview import Fp16PreviewBackend
+
+        return Fp16PreviewBackend(model_path, device=device, threads=threads, **backend_options)
     if name == "onnxruntime":
         from repvgg_pipeline.backends.onnxruntime import OnnxRuntimeBackend
 
