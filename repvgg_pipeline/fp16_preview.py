@@ -88,8 +88,12 @@ def resolve_precision_mode(mode: str | None) -> PrecisionChoice:
 
 
 def round_fp16(array: np.ndarray) -> np.ndarray:
-    """float32 values rounded to the nearest float16 value (ties to even), kept as float32."""
-    return np.asarray(array, dtype=np.float32).astype(np.float16).astype(np.float32)
+    """float32 values rounded to the nearest float16 value (ties to even), kept as float32.
+
+    Beyond the float16 range (|x| >= 65520) the value becomes +-inf, as a float16 tensor would hold it.
+    """
+    with np.errstate(over="ignore"):
+        return np.asarray(array, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
 @dataclass
