@@ -220,3 +220,34 @@ def test_bad_input_is_one_line_exit_2(runs, tmp_path):
     Path(tmp_path / "labels.txt").write_text("ILSVRC2012_val_00000001.JPEG 1\n")
     assert_one_line_error(run_script("compare.py", root / "ref", root / "other", "--labels", tmp_path / "labels.txt"),
                           2, "have no label")
+
+
+# ---------------------------------------------------------------- in run_pipeline.sh
+
+def test_pipeline_passes_the_precision_mode_and_prints_the_drift_table(tmp_path):
+    """The Ascend path with the stand-ins: ATC gets --precision_mode; the table compares PyTorch, ONNX and the OM."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT, STANDINS
+
+    log = tmp_path / "calls.jsonl"
+    env = dict(os.environ, PYTHON=sys.executable, PATH=f"{STANDINS / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONPATH=str(STANDINS), STANDIN_LOG=str(log), STANDIN_PYTHON=sys.executable,
+               STANDIN_NPU_CHIP="310P3")
+    script = str(REPO_ROOT / "scripts" / "run_pipeline.sh")
+    bad = subprocess.run(["bash", script, "--precision_mode", "fp8"], env=env, capture_output=True, text=True)
+    assert_one_line_error(bad, 2, "--precision_mode")
+    proc = subprocess.run(["bash", script, "--workdir", tmp_path / "w", "--batch-sizes", "16",
+                           "--precision_mode", "allow_fp32_to_fp16"], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    atc_calls = [c for c in map(json.loads, log.read_text().splitlines()) if c[0] == "atc"]
+    assert atc_calls and all("--precision_mode=allow_fp32_to_fp16" in call for call in atc_calls)
+    after_table = proc.stdout.split("| RepVGG-A0 | ais_bench | 16 |", 1)[1]  # the drift table comes under it
+    assert "Drift against torch" in after_table and "| om-allow_fp32_to_fp16 | 32 |" in after_table
+    record = json.loads((tmp_path / "w" / "drift.json").read_text())
+    assert [p["name"] for p in record["pairs"]] == ["onnx-fp32", "om-allow_fp32_to_fp16"]
+    onnx_pair = record["pairs"][0]
+    assert onnx_pair["images"] == 32 and onnx_pair["top1_agreement"] == 1.0 and onnx_pair["max_rel_diff"] < 1e-4
