@@ -94,8 +94,11 @@ def main(args: argparse.Namespace) -> int:
     if args.json is not None:
         record = {"reference": reference.name, "reference_source": reference.where,
                   "labels": None if args.labels is None else str(args.labels), "pairs": pairs}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(args.json, json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(args.json, json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
+        except OSError as err:
+            raise fail(f"cannot write --json {args.json}: {err.strerror or err}") from None
     problems = violations(pairs, args.min_cosine, args.max_flip_rate)
     elapsed = time.perf_counter() - started
     images = sum(p["images"] for p in pairs)

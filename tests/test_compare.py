@@ -212,6 +212,8 @@ def test_bad_input_is_one_line_exit_2(runs, tmp_path):
     assert_one_line_error(run_script("compare.py", root / "ref", root / "other", "--max-flip-rate", "5"), 2)
     assert_one_line_error(run_script("compare.py", root / "txt_summary.json", root / "ref", "--json",
                                      root / "txt_summary.json"), 2, "one of the inputs")
+    assert_one_line_error(run_script("compare.py", root / "ref", root / "other", "--json", "/proc/no/x.json"), 2,
+                          "cannot write")
     narrow = tmp_path / "narrow"
     narrow.mkdir()
     for i, name in enumerate(runs["names"]):
