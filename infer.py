@@ -3,6 +3,8 @@
     python infer.py repvgg.onnx prep_bin/ result/ --output_dirname bs16 --batch-size 16
     python infer.py repvgg_bs16.om repvgg_prep_bin.info result/ --device 0      # on Ascend, via ais_bench
     python infer.py repvgg.onnx --loop 50 --batch-size 16                       # pure throughput, random input
+    python infer.py RepVGG-A0-train.pth prep_bin/ result/ --output_dirname torch  # PyTorch reference (train-time model)
+    python infer.py repvgg.onnx prep_bin/ result/ --output_dirname fp16 --precision_mode force_fp16  # FP16 preview
 
 `.onnx` runs on ONNX Runtime (CUDA when onnxruntime-gpu is installed, else CPU), `.om`
 on an Ascend NPU through ais_bench's InferSession; the dumps and the
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 
 from repvgg_pipeline import runner
-from repvgg_pipeline.backends import BACKENDS
+from repvgg_pipeline.backends import BACKENDS, backend_for, open_backend
 from repvgg_pipeline.cli import fail, run_cli
 from repvgg_pipeline.formats.dumps import OUTFMTS
 
@@ -52,7 +54,8 @@ def _str2bool(text: str) -> bool:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", type=Path, nargs="?", help="model file: .onnx (ONNX Runtime) or .om (ais_bench)")
+    parser.add_argument("model", type=Path, nargs="?",
+                        help="model file: .onnx (ONNX Runtime), .om (ais_bench), .pth/.pt/.tar checkpoint (PyTorch)")
     parser.add_argument("input", type=Path, nargs="?",
                         help="folder of .bin tensors or a gen_dataset_info.py .info file (omit with --loop)")
     parser.add_argument("output", type=Path, nargs="?",
@@ -82,6 +85,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="keep complete dumps of an earlier run in the same folder and run only the rest")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random data of a --loop run")
+    # issue 10: the PyTorch reference and the FP16 preview
+    parser.add_argument("--arch", help="torch backend: force the variant (as pth2onnx.py); default: from shapes")
+    parser.add_argument("--use-ema", action="store_true", help="torch backend: take the EMA weights of the checkpoint")
+    parser.add_argument("--precision_mode", "--precision-mode", dest="precision_mode", metavar="MODE",
+                        help="ONNX model: preview ATC's --precision_mode (force_fp16: float16 data, float32 ops); "
+                             "must_keep_origin_dtype or no flag: plain float32")
     return parser
 
 
@@ -95,6 +104,29 @@ def _merge_named(args: argparse.Namespace) -> None:
         if positional is not None and positional != named:
             raise fail(f"{name} given twice: {positional} and --{name} {named}")
         setattr(args, name, named)
+
+
+def _backend_options(args: argparse.Namespace) -> tuple[str, dict] | None:
+    """(backend name, its options) when the backend needs options the runner does not pass, else None."""
+    name = backend_for(args.model, args.backend)
+    if args.precision_mode is not None:
+        from repvgg_pipeline.fp16_preview import FP32, resolve_precision_mode
+
+        choice = resolve_precision_mode(args.precision_mode)
+        if name == "ais_bench":
+            raise fail("--precision_mode of an OM is fixed when ATC builds it: pass it to scripts/atc_convert.sh")
+        if name == "torch":
+            raise fail("--precision_mode previews an ONNX model; the torch backend is the float32 reference")
+        if name == "onnxruntime" and choice.kind == FP32:
+            return None  # plain float32, exactly the ONNX Runtime backend
+        name = "onnxruntime-fp16"
+    if name != "torch" and (args.arch or args.use_ema):
+        raise fail("--arch and --use-ema apply to a training checkpoint (.pth/.pt/.tar, --backend torch)")
+    if name == "torch":
+        return name, {"arch": args.arch, "use_ema": args.use_ema, "input_size": args.input_size}
+    if name == "onnxruntime-fp16":
+        return name, {"precision_mode": args.precision_mode or "force_fp16"}
+    return None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -113,7 +145,16 @@ def main(args: argparse.Namespace) -> int:
         warmup=args.warmup, loop=args.loop, input_size=args.input_size, threads=args.threads, resume=args.resume,
         seed=args.seed, pure_data_type=args.pure_data_type, display_all_summary=args.display_all_summary,
     )
-    result = runner.run(options)
+    chosen = _backend_options(args)
+    if chosen is None:
+        result = runner.run(options)
+    else:
+        options.backend = chosen[0]
+        backend = open_backend(args.model, chosen[0], args.device, args.threads, **chosen[1])
+        try:
+            result = runner.run(options, backend=backend)
+        finally:
+            backend.close()
     print("\n".join(result.lines))
     print(runner.summary_line(result))
     return 0

@@ -35,6 +35,9 @@ Options:
   --device N          NPU id for ais_bench (default 0)
   --soc_version V     passed to atc_convert.sh (default: detected from npu-smi)
   --aipp              Ascend only: uint8 tensors, normalised on the device by AIPP (atc_convert.sh --aipp)
+  --precision_mode M  ATC's precision mode, passed to atc_convert.sh and previewed without an NPU
+                      (default: ATC's own, force_fp16 on 310/310P)
+  --no-drift          skip the drift table (PyTorch reference vs ONNX float32 vs FP16 preview or OM)
   -h, --help          this help
 Environment: PYTHON (default: python, else python3).
 EOF
@@ -47,6 +50,7 @@ need_value() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
 
 checkpoint="" images="" labels="" arch="" input_size=224 workdir="" batch_sizes="1 16" backend=auto chip=""
 device=0 soc_version="" aipp=0
+precision_mode="" drift=1  # issue 10: drift table
 while [[ $# -gt 0 ]]; do
   arg="$1"
   if [[ "$arg" == --*=* ]]; then set -- "${arg%%=*}" "${arg#*=}" "${@:2}"; arg="$1"; fi
@@ -64,6 +68,8 @@ while [[ $# -gt 0 ]]; do
     --device) need_value "$@"; device="$2"; shift 2 ;;
     --soc_version|--soc-version) need_value "$@"; soc_version="$2"; shift 2 ;;
     --aipp) aipp=1; shift ;;
+    --precision_mode|--precision-mode) need_value "$@"; precision_mode="$2"; shift 2 ;;  # issue 10
+    --no-drift|--no_drift) drift=0; shift ;;  # issue 10
     *) die "unknown option '$arg' (see --help)" ;;
   esac
 done
@@ -112,6 +118,9 @@ checkpoint="$(abspath "$checkpoint")" images="$(abspath "$images")" labels="$(ab
 mkdir -p -- "$workdir"
 workdir="$(cd -- "$workdir" && pwd)"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # for `python -m repvgg_pipeline...` from any folder
+[[ -z "$precision_mode" ]] || "$PYTHON" -c 'import sys; from repvgg_pipeline.fp16_preview import PRECISION_MODES as m
+sys.exit(sys.argv[1] not in m)' "$precision_mode" \
+  || die "unknown --precision_mode '$precision_mode' (ATC's: force_fp16, must_keep_origin_dtype, allow_fp32_to_fp16, ...)"
 start=$SECONDS
 echo "$PROG: work folder $workdir; backend $backend; batch sizes ${batch_list[*]}; python $PYTHON"
 
@@ -155,6 +164,7 @@ if [[ "$backend" == ascend ]]; then
   atc_args=(--onnx "$onnx" --output-prefix "$workdir/repvgg" --batch-sizes "${batch_list[*]}" --input-size "$input_size")
   [[ -z "$soc_version" ]] || atc_args+=(--soc_version "$soc_version")
   [[ "$aipp" == 0 ]] || atc_args+=(--aipp)
+  [[ -z "$precision_mode" ]] || atc_args+=(--precision_mode "$precision_mode")
   bash "$ROOT/scripts/atc_convert.sh" "${atc_args[@]}"
   for b in "${batch_list[@]}"; do models+=("$workdir/repvgg_bs$b.om"); done
   backend_name=ais_bench
@@ -205,3 +215,38 @@ report_args=(--model "$model_name" --backend "$backend_name" "${report_runs[@]}"
 [[ -z "$chip" ]] || report_args+=(--chip "$chip")
 echo
 "$PYTHON" -m repvgg_pipeline.report "${report_args[@]}"
+
+# ---- 7. accuracy drift (issue 10): the PyTorch reference beside the float32 ONNX run and, without an NPU,
+# the FP16 preview of ATC's precision mode (on Ascend: the OM), on the same images at one batch size
+if [[ "$drift" == 1 && "$aipp" == 1 ]]; then
+  echo; echo "$PROG: no drift table with --aipp (uint8 tensors feed only the OM; PyTorch and ONNX need float32)"
+elif [[ "$drift" == 1 ]]; then
+  db="${batch_list[-1]}"
+  mode="${precision_mode:-force_fp16}"
+  what="the $mode preview"
+  [[ "$backend" != ascend ]] || what="the OM"
+  step "drift: PyTorch reference, ONNX float32 and $what at batch $db (log: $workdir/drift.log)"
+  : > "$workdir/drift.log"
+  torch_args=("$checkpoint" "$workdir/repvgg_prep_bin.info" "$workdir/result" --output_dirname "torch_bs$db"
+              --batch-size "$db" --input-size "$input_size")
+  [[ -z "$arch" ]] || torch_args+=(--arch "$arch")
+  "$PYTHON" "$ROOT/infer.py" "${torch_args[@]}" >> "$workdir/drift.log"
+  runs=("$workdir/result/torch_bs$db") names="torch"
+  if [[ "$backend" == ascend ]]; then
+    "$PYTHON" "$ROOT/infer.py" "$onnx" "$workdir/repvgg_prep_bin.info" "$workdir/result" --backend onnxruntime \
+      --output_dirname "onnx_bs$db" --batch-size "$db" >> "$workdir/drift.log"
+    runs+=("$workdir/result/onnx_bs$db" "$workdir/result/bs$db") names+=",onnx-fp32,om-$mode"
+  else
+    runs+=("$workdir/result/bs$db") names+=",onnx-fp32"
+    if [[ "$mode" != must_keep_origin_dtype ]]; then
+      "$PYTHON" "$ROOT/infer.py" "$onnx" "$workdir/repvgg_prep_bin.info" "$workdir/result" --precision_mode "$mode" \
+        --output_dirname "fp16_bs$db" --batch-size "$db" >> "$workdir/drift.log"
+      runs+=("$workdir/result/fp16_bs$db") names+=",$mode-preview"
+    fi
+  fi
+  echo
+  "$PYTHON" "$ROOT/compare.py" "${runs[@]}" --labels "$labels" --names "$names" --json "$workdir/drift.json"
+  [[ "$backend" == ascend ]] || echo "The FP16 preview rounds data as ATC's $mode does but runs ONNX Runtime's" \
+    "kernels: ATC's own fusions and kernels can drift more or less (README, 'FP16 preview')."
+  echo "$PROG: drift record in $workdir/drift.json; all done in $((SECONDS - start)) s."
+fi

@@ -17,9 +17,11 @@ from repvgg_pipeline.cli import fail
 REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("repvgg_pipeline.backends.onnxruntime", "OnnxRuntimeBackend"),
     "ais_bench": ("repvgg_pipeline.backends.ais_bench", "AisBenchBackend"),
+    "torch": ("repvgg_pipeline.backends.torch", "TorchBackend"),  # the train-time reference (issue 10)
+    "onnxruntime-fp16": ("repvgg_pipeline.fp16_preview", "Fp16PreviewBackend"),  # ATC force_fp16 preview
 }
 BACKENDS = tuple(REGISTRY)
-_BACKEND_OF_SUFFIX = {".onnx": "onnxruntime", ".om": "ais_bench"}
+_BACKEND_OF_SUFFIX = {".onnx": "onnxruntime", ".om": "ais_bench", ".pth": "torch", ".pt": "torch", ".tar": "torch"}
 
 
 def backend_for(model_path: Path | str, backend: str | None = None) -> str:
@@ -37,16 +39,17 @@ def backend_for(model_path: Path | str, backend: str | None = None) -> str:
 
 
 def open_backend(model_path: Path | str, backend: str | None = None, device: int = 0,
-                 threads: int | None = None) -> Backend:
+                 threads: int | None = None, **backend_options) -> Backend:
     """Load `model_path` with the chosen (or suffix-implied) backend.
 
     `device` is the NPU id for ais_bench and the CUDA device for ONNX Runtime when the
     CUDA execution provider is available; `threads` sets ONNX Runtime's intra-op threads
-    (default: all cores).
+    (default: all cores). `backend_options` go to the backends that take them: `arch`,
+    `use_ema`, `input_size` to "torch", `precision_mode` to "onnxruntime-fp16".
     """
     model_path = Path(model_path)
     if not model_path.is_file():
         raise fail(f"model file not found: {model_path}")
     module_name, class_name = REGISTRY[backend_for(model_path, backend)]
     backend_class = getattr(importlib.import_module(module_name), class_name)
-    return backend_class(model_path, device=device, threads=threads)
+    return backend_class(model_path, device=device, threads=threads, **backend_options)
