@@ -16,13 +16,17 @@ import os
 import sys
 from pathlib import Path
 
+from repvgg_pipeline.cli import EXIT_FAILED, fail, first_line, run_cli
+
+# isort: split
+# imported after repvgg_pipeline.cli, which turns a Ctrl-C during these (slow) imports into one line
 from PIL import Image
 from tqdm import tqdm
 
-from repvgg_pipeline.cli import EXIT_FAILED, fail, first_line, run_cli
 from repvgg_pipeline.dataset import find_images
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.info import InfoEntry, write_info
+from repvgg_pipeline.guards import refuse_overwriting_inputs
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -78,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
         if args.width < 1 or args.height < 1:
             raise fail(f"width and height must be positive, got {args.width} {args.height}")
         entries, what = bin_entries(args.directory, args.width, args.height)
+        refuse_overwriting_inputs(args.info, (("input tensor", entry.path) for entry in entries))
         failures = []
     else:
         if args.width is not None:

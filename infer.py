@@ -19,9 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from repvgg_pipeline.cli import fail, run_cli
+
+# isort: split
+# imported after repvgg_pipeline.cli, which turns a Ctrl-C during these (slow) imports into one line
 from repvgg_pipeline import runner
 from repvgg_pipeline.backends.base import BACKENDS
-from repvgg_pipeline.cli import fail, run_cli
 from repvgg_pipeline.formats.dumps import OUTFMTS
 
 
