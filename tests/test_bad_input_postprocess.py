@@ -236,3 +236,11 @@ def test_fifo_label_file_is_not_reported_missing(tmp_path):
     os.mkfifo(tmp_path / "fifo.txt")
     assert_one_line_error(run_script("postprocess.py", dumps, tmp_path / "fifo.txt", tmp_path / "r.json", timeout=60),
                           2, "not a regular file")
+
+
+def test_symlink_loop_beside_the_dump_folder_is_passed_over(tmp_path):
+    labels = list(range(8))
+    dumps, label_file = make_run(tmp_path / "run", good_logits(labels), labels)
+    os.symlink(tmp_path / "run" / "loop", tmp_path / "run" / "loop")
+    proc = run_script("postprocess.py", tmp_path / "run", label_file, tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr

@@ -29,6 +29,7 @@ import numpy as np
 from repvgg_pipeline import atomic
 from repvgg_pipeline.cli import UserError, fail
 from repvgg_pipeline.formats.labels import image_key
+from repvgg_pipeline.formats.tensors import is_regular_file
 
 OUTFMTS = ("BIN", "NPY", "TXT")
 _SUFFIX_OF_OUTFMT = {"BIN": ".bin", "NPY": ".npy", "TXT": ".txt"}
@@ -135,16 +136,23 @@ def _dumps_in(folder: Path) -> list[_Found]:
             parsed = parse_dump_name(entry.name)
             if parsed is None:
                 continue
-            if not entry.is_file():
+            if not is_regular_file(entry):
                 kind = "a dangling symlink or symlink loop" if entry.is_symlink() else "not a regular file"
                 raise fail(f"{entry.path}: named like a dump but {kind}; remove it or point it at a dump")
             found.append((entry.path, *parsed))
     return found
 
 
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop: not a folder to look into
+        return False
+
+
 def _subfolders(folder: Path) -> list[Path]:
     with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
+        return sorted(Path(e.path) for e in entries if not e.name.startswith(".") and _is_folder(e))
 
 
 def _resolve_outfile(name: str, summary_file: Path) -> str:

@@ -128,7 +128,7 @@ def list_tensor_files(directory: Path | str) -> list[str]:
     with os.scandir(directory) as entries:
         for e in entries:
             if e.name.lower().endswith(".bin") and not e.name.startswith(".") and not atomic.is_temporary(e.name):
-                (names if e.is_file() else odd).append(e.name)
+                (names if is_regular_file(e) else odd).append(e.name)
     if odd:
         odd.sort(key=natural_key)
         raise fail(f"{directory / odd[0]} is not a regular file ({_not_a_file_reason(directory / odd[0])})"
@@ -137,6 +137,14 @@ def list_tensor_files(directory: Path | str) -> list[str]:
     if not names:
         raise fail(f"no .bin files in {directory}")
     return sorted(names, key=natural_key)
+
+
+def is_regular_file(entry: os.DirEntry) -> bool:
+    """`entry.is_file()` (following symlinks) that says False for a symlink loop instead of raising ELOOP."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _not_a_file_reason(path: Path) -> str:
