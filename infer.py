@@ -77,6 +77,8 @@ def main(args: argparse.Namespace) -> int:
         raise fail("give OUTPUT, the folder the dumps and the summary go to")
     if args.threads is not None and args.threads < 1:
         raise fail(f"--threads must be at least 1, got {args.threads}")
+    if args.seed < 0:
+        raise fail(f"--seed must be 0 or more, got {args.seed}")
     options = runner.RunOptions(
         model=args.model, inputs=args.input, output_root=args.output, output_dirname=args.output_dirname,
         outfmt=args.outfmt, batch_size=args.batch_size, backend=args.backend, device=args.device,

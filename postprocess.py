@@ -23,7 +23,7 @@ from repvgg_pipeline.cli import EXIT_FAILED, cannot_write, fail, run_cli
 import numpy as np
 
 from repvgg_pipeline.accuracy import BACKGROUND_CLASSES, non_finite_rows, topk_accuracy
-from repvgg_pipeline.formats.dumps import DumpSet, find_dumps, read_dumps
+from repvgg_pipeline.formats.dumps import DumpSet, find_dumps, parse_dump_name, read_dumps
 from repvgg_pipeline.formats.labels import read_labels
 from repvgg_pipeline.formats.result import build_result, percent_text, write_result
 from repvgg_pipeline.guards import refuse_overwriting_inputs
@@ -88,6 +88,10 @@ def main(args: argparse.Namespace) -> int:
     inputs = [("label file", args.labels)] + ([("dump summary", Path(dumps.where))]
                                               if os.path.isfile(dumps.where) else [])
     refuse_overwriting_inputs(out_path, inputs + [("dump", Path(f)) for f in dumps.files])
+    if parse_dump_name(out_path.name) and any(os.path.realpath(out_path.parent) == os.path.realpath(folder)
+                                              for folder in {os.path.dirname(f) or "." for f in dumps.files}):
+        raise fail(f"output {out_path} is named like a dump in the dump folder: the next run would score it; "
+                   f"give another name")
 
     unlabelled = [path for path, key in zip(dumps.files, dumps.keys, strict=True) if key not in labels]
     if unlabelled and not args.allow_missing:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from repvgg_pipeline import atomic
-from repvgg_pipeline.cli import cannot_write, fail
+from repvgg_pipeline.cli import UserError, cannot_write, fail
 from repvgg_pipeline.formats.dumps import parse_dump_name
 
 MANIFEST_NAME = ".infer_dumps.json"
@@ -97,14 +97,33 @@ def _temporary_target(name: str) -> str | None:
     return name[1:name.index(atomic.TMP_MARKER)]
 
 
-def claim_dump_folder(folder: Path, planned: Sequence[str], resume: bool) -> int:
+def _summary_is_ours(summary_file: Path) -> bool:
+    """Whether an existing run summary was written by infer.py (its `args` is a dict naming the backend;
+    ais_bench stores its argv list), so a new run may replace it."""
+    from repvgg_pipeline.formats.summary import read_summary  # the summary format's one reader
+
+    if not stat.S_ISREG(os.lstat(summary_file).st_mode):
+        return False
+    try:
+        args = read_summary(summary_file).get("args")
+    except UserError:
+        return False
+    return isinstance(args, dict) and "backend" in args
+
+
+def claim_dump_folder(folder: Path, planned: Sequence[str], resume: bool, summary_file: Path | None = None) -> int:
     """Make `folder` ready for this run's dumps (`planned` file names) and record them in its manifest.
 
     Removes the dumps an earlier infer.py run wrote there (on `resume`, only those not among
-    `planned`, which the runner keeps when complete) and the leftovers of its interrupted
-    writes. Raises `UserError`, before removing anything, when a dump-named entry there is not
-    one infer.py recorded. Returns how many files were removed.
+    `planned`, which the runner keeps when complete), the leftovers of its interrupted writes
+    and its `summary_file` (a stale summary would describe the old dumps until the new run
+    ends, or forever if it fails). Raises `UserError`, before removing anything, when a
+    dump-named entry there is not one infer.py recorded, or the summary is not infer.py's.
+    Returns how many files were removed.
     """
+    stale_summary = summary_file is not None and os.path.lexists(summary_file)
+    if stale_summary and not _summary_is_ours(summary_file):
+        raise fail(f"{summary_file} was not written by infer.py; move it away or choose another --output_dirname")
     ours = _read_manifest(folder)
     keep = set(planned) if resume else set()
     foreign: list[str] = []
@@ -134,6 +153,13 @@ def claim_dump_folder(folder: Path, planned: Sequence[str], resume: bool) -> int
             pass
         except OSError as err:
             raise fail(f"cannot remove the earlier dump {folder / name}: {err.strerror or err}") from None
+    if stale_summary:
+        try:
+            os.unlink(summary_file)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise fail(f"cannot remove the earlier summary {summary_file}: {err.strerror or err}") from None
     manifest = folder / MANIFEST_NAME
     try:
         atomic.write_text(manifest, json.dumps({"written_by": _MANIFEST_TOOL, "dumps": sorted(set(planned))}) + "\n")

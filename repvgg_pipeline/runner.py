@@ -66,7 +66,8 @@ def list_inputs(source: Path | str) -> list[InputFile]:
     if source.is_dir():
         return [InputFile(source / name) for name in tensors.list_tensor_files(source)]
     if not source.is_file():
-        raise fail(f"input not found: {source} (expected a folder of .bin files or an .info file)")
+        what = "is neither a folder nor a regular file" if source.exists() else "not found"
+        raise fail(f"input {what}: {source} (expected a folder of .bin files or an .info file)")
     entries = info.read_info(source)
     if not entries:
         raise fail(f"info file lists no inputs: {source}")
@@ -272,6 +273,8 @@ def _guard_outputs(source: Path | None, files: Sequence[InputFile], dump_dir: Pa
     if source is not None:
         inputs.append(("input", Path(source)))
     guards.refuse_overwriting_inputs(summary_file, inputs)
+    if summary_file.is_dir():  # found now, not after the whole run when the summary is written
+        raise fail(f"cannot write the summary {summary_file}: it is a folder")
 
 
 def _summary_args(options: RunOptions, backend: Backend, batch_size: int) -> dict:
@@ -349,7 +352,7 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
             raise fail(f"cannot create output folder {dump_dir}: {err.strerror or err}") from None
         planned = [dumps.dump_path(dump_dir, item.stem, i, outfmt).name
                    for item in files for i in range(len(backend.output_names))]
-        guards.claim_dump_folder(dump_dir, planned, options.resume)  # removes only dumps infer.py wrote
+        guards.claim_dump_folder(dump_dir, planned, options.resume, summary_file)  # removes only what infer.py wrote
         if options.resume:
             for index, item in enumerate(files):
                 existing = _existing_dumps(dump_dir, item.stem, len(backend.output_names), outfmt)

@@ -182,3 +182,37 @@ def test_info_file_that_is_an_input_tensor_is_refused(tmp_path):
     proc = run_script("gen_dataset_info.py", "bin", tmp_path / "prep", target, SIZE, SIZE)
     assert_one_line_error(proc, 2, "refusing to overwrite an input")
     assert fingerprint(tmp_path / "prep") == before
+
+
+def test_stale_summary_of_an_earlier_run_is_removed_a_foreign_one_kept(model, tmp_path):
+    make_inputs(tmp_path / "prep")
+    out = tmp_path / "out"
+    args = [str(REPO_ROOT / "infer.py"), str(model), str(tmp_path / "prep"), str(out), "--output_dirname", "r"]
+    assert subprocess.run([sys.executable, *args], capture_output=True, timeout=300).returncode == 0
+
+    def limit() -> None:  # the rerun fails at its first write, after the old dumps were removed
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20, 20))
+
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert_one_line_error(proc, 2, "cannot write")
+    # no summary left describing dumps that are gone (parse_perf would report the old run as this one)
+    assert not (out / "r_summary.json").exists() and not list((out / "r").glob("*.bin"))
+    # ais_bench's own summary (argv list) for this folder name is someone else's: not replaced
+    (out / "r_summary.json").write_text('{"args": ["ais_bench", "--model", "m.om"], "throughput": 5}')
+    assert_one_line_error(subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300), 2,
+                          "was not written by infer.py")
+    assert "ais_bench" in (out / "r_summary.json").read_text()
+
+
+def test_bad_values_and_odd_inputs_are_one_line(model, tmp_path):
+    make_inputs(tmp_path / "prep")
+    assert_one_line_error(run_script("infer.py", model, "--loop", "2", "--seed", "-1"), 2, "--seed")
+    os.mkfifo(tmp_path / "fifo")
+    assert_one_line_error(run_script("infer.py", model, tmp_path / "fifo", tmp_path / "out", timeout=60), 2,
+                          "neither a folder nor a regular file")
+    (tmp_path / "out" / "r_summary.json").mkdir(parents=True)
+    proc = run_script("infer.py", model, tmp_path / "prep", tmp_path / "out", "--output_dirname", "r")
+    assert_one_line_error(proc, 2, "it is a folder")
+    assert not (tmp_path / "out" / "r").exists()  # found before any work

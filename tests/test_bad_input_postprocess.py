@@ -244,3 +244,20 @@ def test_symlink_loop_beside_the_dump_folder_is_passed_over(tmp_path):
     os.symlink(tmp_path / "run" / "loop", tmp_path / "run" / "loop")
     proc = run_script("postprocess.py", tmp_path / "run", label_file, tmp_path / "r.json")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_output_named_like_a_dump_in_the_dump_folder_is_refused(tmp_path):
+    labels = list(range(8))
+    dumps, label_file = make_run(tmp_path, good_logits(labels), labels)
+    proc = run_script("postprocess.py", dumps, label_file, dumps / "ILSVRC2012_val_00000042_0.bin")
+    assert_one_line_error(proc, 2, "named like a dump")
+    assert not (dumps / "ILSVRC2012_val_00000042_0.bin").exists()
+
+
+def test_complex_npy_dumps_are_refused_not_truncated_with_a_warning(tmp_path):
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    for stem in STEMS:
+        np.save(dumps / f"{stem}_0.npy", np.zeros(CLASSES, np.complex64))
+    _, label_file = make_run(tmp_path / "x", good_logits([1] * 8), [1] * 8)
+    assert_one_line_error(run_script("postprocess.py", dumps, label_file, tmp_path / "r.json"), 2, "complex64")

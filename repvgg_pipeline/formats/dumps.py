@@ -233,7 +233,8 @@ def find_dumps(path: Path, output_index: int | None = None, suffix: str | None =
             raise fail(f"{path} is a file; expected a folder of dumps or an ais_bench summary json")
         return _pick_one(_dumps_from_summary(path), str(path), output_index, suffix)
     if not path.is_dir():
-        raise fail(f"dump folder not found: {path}")
+        raise fail(f"dump folder not found: {path}" if not path.exists() else
+                   f"{path} is neither a folder of dumps nor a summary json")
     found = _dumps_in(path)
     if found:
         return _pick_one(found, str(path), output_index, suffix)
@@ -326,8 +327,8 @@ def _read_npy(paths: Sequence[str], num_classes: int | None) -> np.ndarray:
             array = np.load(path, allow_pickle=False)  # never unpickle objects from input files
         except (OSError, ValueError) as err:
             raise fail(f"{path}: not a readable .npy array ({err})") from None
-        if not np.issubdtype(array.dtype, np.number) or array.ndim not in (1, 2) or (array.ndim == 2
-                                                                                   and array.shape[0] != 1):
+        real = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)  # not complex
+        if not real or array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[0] != 1):
             raise fail(f"{path}: expected numbers of shape (1, C) or (C,), got {array.dtype} {array.shape}")
         if out is None:
             out = np.empty((len(paths), num_classes or array.shape[-1]), dtype=np.float32)
