@@ -45,7 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def bin_entries(directory: Path, width: int, height: int) -> tuple[list[InfoEntry], str]:
     """Entries for the `.bin` tensors in `directory`, and their common layout; `UserError` on a misfit."""
     found = [(name, (directory / name).stat().st_size) for name in tensors.list_tensor_files(directory)]
-    layout = None
+    layouts = []
     for name, size in found:
         this = tensors.detect_layout(size, height, width)
         if this is None:
@@ -53,9 +53,12 @@ def bin_entries(directory: Path, width: int, height: int) -> tuple[list[InfoEntr
                 f"{tensors.tensor_nbytes(lay, height, width)} ({tensors.describe(lay, height, width)})"
                 for lay in tensors.LAYOUTS)
             raise fail(f"{directory / name}: {size} bytes, expected {expected}")
-        if layout is not None and this != layout:
-            raise fail(f"{directory / name} is {this} but the files before it are {layout}; one layout per folder")
-        layout = this
+        layouts.append(this)
+    layout = max(tensors.LAYOUTS, key=layouts.count)  # the majority: the odd file is the one named
+    for (name, _), this in zip(found, layouts, strict=True):
+        if this != layout:
+            raise fail(f"{directory / name} is {this} but {layouts.count(layout)} of the {len(found)} files are "
+                       f"{layout}; one layout per folder")
     return [InfoEntry(i, os.path.join(str(directory), name), width, height) for i, (name, _) in enumerate(found)], \
         tensors.describe(layout, height, width)
 

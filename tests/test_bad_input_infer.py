@@ -216,3 +216,11 @@ def test_bad_values_and_odd_inputs_are_one_line(model, tmp_path):
     proc = run_script("infer.py", model, tmp_path / "prep", tmp_path / "out", "--output_dirname", "r")
     assert_one_line_error(proc, 2, "it is a folder")
     assert not (tmp_path / "out" / "r").exists()  # found before any work
+
+
+def test_gen_dataset_info_names_the_odd_layout_not_the_file_after_it(tmp_path):
+    make_inputs(tmp_path / "prep", ["b1", "b2", "b3"])
+    rng = np.random.default_rng(1)
+    tensors.write_tensor(tmp_path / "prep" / "a0.bin", rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
+    proc = run_script("gen_dataset_info.py", "bin", tmp_path / "prep", tmp_path / "p.info", SIZE, SIZE)
+    assert_one_line_error(proc, 2, "a0.bin is uint8 but 3 of the 4 files are float32")
