@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 EXIT_USAGE = 2  # bad input: missing file, wrong format, bad option (argparse uses 2 too)
 EXIT_FAILED = 1  # the work ran but some of it failed (e.g. unreadable images were reported)
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
 
 
 def _quiet_keyboard_interrupt(exc_type, exc, tb, _previous=sys.excepthook) -> None:
@@ -86,10 +87,16 @@ def run_cli(
     prog = parser.prog
     try:
         code = main(args)
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of stdout went away (`| head -1`): stop quietly, as a command killed by SIGPIPE does;
+        # stdout now points at /dev/null so the interpreter's own flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return int(code or 0)

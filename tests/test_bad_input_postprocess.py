@@ -261,3 +261,15 @@ def test_complex_npy_dumps_are_refused_not_truncated_with_a_warning(tmp_path):
         np.save(dumps / f"{stem}_0.npy", np.zeros(CLASSES, np.complex64))
     _, label_file = make_run(tmp_path / "x", good_logits([1] * 8), [1] * 8)
     assert_one_line_error(run_script("postprocess.py", dumps, label_file, tmp_path / "r.json"), 2, "complex64")
+
+
+def test_closed_stdout_pipe_is_quiet(tmp_path):
+    files = []
+    for batch in (1, 4, 8, 16):
+        files.append(tmp_path / perf.benchmark_perf_name(batch))
+        perf.write_benchmark_perf(files[-1], 800.0 + batch, 100.0)
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "parse_perf.py"), *map(str, files)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `| head -0`: the reader is gone before the table is printed
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and stderr == "", stderr
