@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
         if not entries:
             raise fail(f"none of the {len(failures)} images in {args.directory} could be read")
     try:
-        args.info.resolve().parent.mkdir(parents=True, exist_ok=True)
+        Path(os.path.abspath(args.info)).parent.mkdir(parents=True, exist_ok=True)  # resolve() raises on a loop
         write_info(args.info, entries)
     except OSError as err:
         raise fail(f"cannot write {args.info}: {err.strerror or err}") from None

@@ -224,3 +224,11 @@ def test_gen_dataset_info_names_the_odd_layout_not_the_file_after_it(tmp_path):
     tensors.write_tensor(tmp_path / "prep" / "a0.bin", rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
     proc = run_script("gen_dataset_info.py", "bin", tmp_path / "prep", tmp_path / "p.info", SIZE, SIZE)
     assert_one_line_error(proc, 2, "a0.bin is uint8 but 3 of the 4 files are float32")
+
+
+def test_info_output_that_is_a_symlink_loop_is_no_traceback(tmp_path):
+    make_inputs(tmp_path / "prep")
+    os.symlink(tmp_path / "loop.info", tmp_path / "loop.info")
+    proc = run_script("gen_dataset_info.py", "bin", tmp_path / "prep", tmp_path / "loop.info", SIZE, SIZE)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len((tmp_path / "loop.info").read_text().splitlines()) == len(NAMES)
