@@ -11,6 +11,7 @@ one timestamped sub-folder, or through an ais_bench summary json given instead o
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -87,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
     dumps = find_dumps(args.dumps, args.output_index, args.dump_format)
     inputs = [("label file", args.labels)] + ([("dump summary", Path(dumps.where))]
                                               if os.path.isfile(dumps.where) else [])
-    refuse_overwriting_inputs(out_path, inputs + [("dump", Path(f)) for f in dumps.files])
+    # lazy: the dumps are stat'ed only when the output already exists
+    refuse_overwriting_inputs(out_path, itertools.chain(inputs, (("dump", f) for f in dumps.files)))
     if parse_dump_name(out_path.name) and any(os.path.realpath(out_path.parent) == os.path.realpath(folder)
                                               for folder in {os.path.dirname(f) or "." for f in dumps.files}):
         raise fail(f"output {out_path} is named like a dump in the dump folder: the next run would score it; "
