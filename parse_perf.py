@@ -44,6 +44,8 @@ def split_chip(inputs: list[str], chip_option: str | None) -> tuple[list[Path], 
     if len(files) == 1 and not Path(last).exists() and _CHIP_LIKE.fullmatch(last.strip()):
         raise fail(f"no perf file given ({last} looks like a chip: parse_perf.py PERF_FILE {last})")
     if len(files) > 1 and not Path(last).exists() and _CHIP_LIKE.fullmatch(last.strip()):
+        if last.strip().upper().removeprefix("ASCEND") not in DEVICES_PER_CARD:
+            raise fail(f"unknown chip {last!r} (nor is it a file); expected one of {', '.join(DEVICES_PER_CARD)}")
         if chip is not None and normalise_chip(chip) != normalise_chip(last):
             raise fail(f"two different chips given: {last} and --chip {chip}")
         chip = files.pop()
