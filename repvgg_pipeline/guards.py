@@ -188,11 +188,12 @@ def available_memory() -> int | None:
                     break
     except (OSError, ValueError):
         pass
-    try:
+    try:  # a container's limit; its page cache (memory.current counts it) can be reclaimed, so only anon counts
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
-        if limit.isdigit() and used.isdigit():
-            found.append(max(int(limit) - int(used), 0))
+        stats = dict(line.split() for line in Path("/sys/fs/cgroup/memory.stat").read_text().splitlines()
+                     if line.count(" ") == 1)
+        if limit.isdigit() and stats.get("anon", "").isdigit():
+            found.append(max(int(limit) - int(stats["anon"]), 0))
     except (OSError, ValueError):
         pass
     return min(found) if found else None
