@@ -16,13 +16,17 @@ import os
 import sys
 from pathlib import Path
 
+from repvgg_pipeline.cli import EXIT_FAILED, fail, first_line, run_cli
+
+# isort: split
+# imported after repvgg_pipeline.cli, which turns a Ctrl-C during these (slow) imports into one line
 from PIL import Image
 from tqdm import tqdm
 
-from repvgg_pipeline.cli import EXIT_FAILED, fail, first_line, run_cli
 from repvgg_pipeline.dataset import find_images
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.info import InfoEntry, write_info
+from repvgg_pipeline.guards import refuse_overwriting_inputs
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -41,7 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def bin_entries(directory: Path, width: int, height: int) -> tuple[list[InfoEntry], str]:
     """Entries for the `.bin` tensors in `directory`, and their common layout; `UserError` on a misfit."""
     found = [(name, (directory / name).stat().st_size) for name in tensors.list_tensor_files(directory)]
-    layout = None
+    layouts = []
     for name, size in found:
         this = tensors.detect_layout(size, height, width)
         if this is None:
@@ -49,9 +53,12 @@ def bin_entries(directory: Path, width: int, height: int) -> tuple[list[InfoEntr
                 f"{tensors.tensor_nbytes(lay, height, width)} ({tensors.describe(lay, height, width)})"
                 for lay in tensors.LAYOUTS)
             raise fail(f"{directory / name}: {size} bytes, expected {expected}")
-        if layout is not None and this != layout:
-            raise fail(f"{directory / name} is {this} but the files before it are {layout}; one layout per folder")
-        layout = this
+        layouts.append(this)
+    layout = max(tensors.LAYOUTS, key=layouts.count)  # the majority: the odd file is the one named
+    for (name, _), this in zip(found, layouts, strict=True):
+        if this != layout:
+            raise fail(f"{directory / name} is {this} but {layouts.count(layout)} of the {len(found)} files are "
+                       f"{layout}; one layout per folder")
     return [InfoEntry(i, os.path.join(str(directory), name), width, height) for i, (name, _) in enumerate(found)], \
         tensors.describe(layout, height, width)
 
@@ -78,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
         if args.width < 1 or args.height < 1:
             raise fail(f"width and height must be positive, got {args.width} {args.height}")
         entries, what = bin_entries(args.directory, args.width, args.height)
+        refuse_overwriting_inputs(args.info, (("input tensor", entry.path) for entry in entries))
         failures = []
     else:
         if args.width is not None:
@@ -88,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
         if not entries:
             raise fail(f"none of the {len(failures)} images in {args.directory} could be read")
     try:
-        args.info.resolve().parent.mkdir(parents=True, exist_ok=True)
+        Path(os.path.abspath(args.info)).parent.mkdir(parents=True, exist_ok=True)  # resolve() raises on a loop
         write_info(args.info, entries)
     except OSError as err:
         raise fail(f"cannot write {args.info}: {err.strerror or err}") from None

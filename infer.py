@@ -21,9 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from repvgg_pipeline.cli import fail, run_cli
+
+# isort: split
+# imported after repvgg_pipeline.cli, which turns a Ctrl-C during these (slow) imports into one line
 from repvgg_pipeline import runner
 from repvgg_pipeline.backends import BACKENDS, backend_for, open_backend
-from repvgg_pipeline.cli import fail, run_cli
 from repvgg_pipeline.formats.dumps import OUTFMTS
 
 
@@ -139,6 +142,8 @@ def main(args: argparse.Namespace) -> int:
         raise fail("give OUTPUT, the folder the dumps and the summary go to")
     if args.threads is not None and args.threads < 1:
         raise fail(f"--threads must be at least 1, got {args.threads}")
+    if args.seed < 0:
+        raise fail(f"--seed must be 0 or more, got {args.seed}")
     options = runner.RunOptions(
         model=args.model, inputs=args.input, output_root=args.output, output_dirname=args.output_dirname,
         outfmt=args.outfmt, batch_size=args.batch_size, backend=args.backend, device=args.device,

@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 from repvgg_pipeline.cli import fail, run_cli
+
+# isort: split
+# imported after repvgg_pipeline.cli, which turns a Ctrl-C during these imports into one line
 from repvgg_pipeline.formats.perf import DEVICES_PER_CARD, PerfRecord, card_fps, normalise_chip, read_perf
+
+# what a chip name looks like (310, 310P3, 910B, Ascend910B4): a trailing word of this shape that is not
+# an existing file is meant as the chip, so an unsupported one is reported as such, not as a missing file
+_CHIP_LIKE = re.compile(r"(ascend)?\d{3}[a-z]?\d?", re.IGNORECASE)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,7 +41,11 @@ def split_chip(inputs: list[str], chip_option: str | None) -> tuple[list[Path], 
     """Separate the ModelZoo trailing chip argument (`perf.txt 310P`) from the file names."""
     files, chip = list(inputs), chip_option
     last = files[-1]
-    if len(files) > 1 and not Path(last).exists() and last.strip().upper().removeprefix("ASCEND") in DEVICES_PER_CARD:
+    if len(files) == 1 and not Path(last).exists() and _CHIP_LIKE.fullmatch(last.strip()):
+        raise fail(f"no perf file given ({last} looks like a chip: parse_perf.py PERF_FILE {last})")
+    if len(files) > 1 and not Path(last).exists() and _CHIP_LIKE.fullmatch(last.strip()):
+        if last.strip().upper().removeprefix("ASCEND") not in DEVICES_PER_CARD:
+            raise fail(f"unknown chip {last!r} (nor is it a file); expected one of {', '.join(DEVICES_PER_CARD)}")
         if chip is not None and normalise_chip(chip) != normalise_chip(last):
             raise fail(f"two different chips given: {last} and --chip {chip}")
         chip = files.pop()

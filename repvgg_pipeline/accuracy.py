@@ -46,6 +46,17 @@ class Accuracy:
     topk: list[float]  # topk[i] = fraction of images whose label is among the i+1 best classes
     mean_per_class_top1: float  # mean over the classes present in the labels of each class's top-1 accuracy
     classes_present: int
+    non_finite: int = 0  # images whose scores hold NaN or inf: counted as misses at every k
+
+
+def non_finite_rows(logits: np.ndarray) -> np.ndarray:
+    """Boolean (N,) mask of the rows holding a NaN or an infinity.
+
+    Such a row says nothing about the image (an overflow, a broken model or dump): ranking its
+    NaNs low would still "find" the label among the finite values, and an all-NaN row would
+    rank classes by index, so it is scored as a miss and reported instead.
+    """
+    return ~np.isfinite(logits).all(axis=1)
 
 
 def label_offset(classes: int) -> int:
@@ -64,7 +75,8 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 5) -> Accurac
     if targets.max() >= classes:
         raise fail(f"label {int(targets.max()) - label_offset(classes)} does not fit a {classes}-way output")
     best = top_k_indices(logits, k)
-    hits = best == targets[:, None]  # at most one True per row
+    broken = non_finite_rows(logits)
+    hits = (best == targets[:, None]) & ~broken[:, None]  # at most one True per row; none for a broken row
     rank_hit = hits.any(axis=1)
     first_hit = np.where(rank_hit, hits.argmax(axis=1), best.shape[1])
     counts = np.bincount(first_hit, minlength=best.shape[1] + 1)[: best.shape[1]]
@@ -73,4 +85,4 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 5) -> Accurac
     per_class_top1 = np.bincount(targets, weights=(first_hit == 0), minlength=classes)
     present = per_class_total > 0
     mean_per_class = float((per_class_top1[present] / per_class_total[present]).mean())
-    return Accuracy(images, classes, [float(v) for v in topk], mean_per_class, int(present.sum()))
+    return Accuracy(images, classes, [float(v) for v in topk], mean_per_class, int(present.sum()), int(broken.sum()))

@@ -21,7 +21,6 @@ thread each), which keeps the runner's overhead over a bare `session.run` loop s
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -32,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from repvgg_pipeline import atomic
+from repvgg_pipeline import guards
 from repvgg_pipeline.backends import open_backend
 from repvgg_pipeline.backends.base import Backend, InputSpec
-from repvgg_pipeline.cli import fail
+from repvgg_pipeline.cli import cannot_write, fail
 from repvgg_pipeline.formats import dumps, info, summary, tensors
 
 DEFAULT_BATCH_SIZE = 16
@@ -69,7 +68,8 @@ def list_inputs(source: Path | str) -> list[InputFile]:
     if source.is_dir():
         return [InputFile(source / name) for name in tensors.list_tensor_files(source)]
     if not source.is_file():
-        raise fail(f"input not found: {source} (expected a folder of .bin files or an .info file)")
+        what = "is neither a folder nor a regular file" if source.exists() else "not found"
+        raise fail(f"input {what}: {source} (expected a folder of .bin files or an .info file)")
     entries = info.read_info(source)
     if not entries:
         raise fail(f"info file lists no inputs: {source}")
@@ -252,7 +252,10 @@ def _write_dumps(chunk: Sequence[tuple[int, InputFile]], outputs: Sequence[np.nd
         outfiles = []
         for out_index, output in enumerate(outputs):
             path = dumps.dump_path(dump_dir, item.stem, out_index, outfmt)
-            dumps.write_dump(path, output[row:row + 1])
+            try:
+                dumps.write_dump(path, output[row:row + 1])
+            except OSError as err:  # disk full, folder made read-only meanwhile
+                raise cannot_write(path, err) from None
             outfiles.append(str(path))
         entries[str(index)] = {"infiles": [str(item.path)], "outfiles": outfiles}
     return entries
@@ -264,14 +267,18 @@ def _existing_dumps(dump_dir: Path, stem: str, outputs: int, outfmt: str) -> lis
     return paths if all(p.is_file() for p in paths) else None
 
 
-def _clear_old_dumps(dump_dir: Path) -> int:
-    """Remove dumps an earlier run left in `dump_dir`, so none of them is scored as if it were fresh."""
-    removed = 0
-    for entry in os.scandir(dump_dir):
-        if entry.is_file() and (dumps.parse_dump_name(entry.name) or atomic.is_temporary(entry.name)):
-            os.unlink(entry.path)
-            removed += 1
-    return removed
+def _guard_outputs(source: Path | None, files: Sequence[InputFile], dump_dir: Path, summary_file: Path) -> None:
+    """Refuse outputs that would land on the inputs: a dump folder that is (or holds) the input folder or a
+    folder the info file points into, a summary file that is the info file or one of the inputs."""
+    sources = {Path(source)} if source is not None else set()
+    sources.update(item.path.parent for item in files)
+    guards.refuse_inputs_inside(dump_dir, sorted(sources), "dump folder")
+    inputs = [("input", item.path) for item in files if item.path.name == summary_file.name]
+    if source is not None:
+        inputs.append(("input", Path(source)))
+    guards.refuse_overwriting_inputs(summary_file, inputs)
+    if summary_file.is_dir():  # found now, not after the whole run when the summary is written
+        raise fail(f"cannot write the summary {summary_file}: it is a folder")
 
 
 def _makedirs(path: Path, mode: int) -> None:
@@ -327,7 +334,11 @@ def run(options: RunOptions, backend: Backend | None = None, progress: bool = Tr
 def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: str, progress: bool) -> RunResult:
     geometry = resolve_geometry(backend.input, options.input_size, files)
     batch_size = resolve_batch_size(backend.input, options.batch_size)
+    batch_size, note = guards.fit_batch_to_inputs(batch_size, len(files), backend.input.batch is not None)
+    guards.check_batch_memory(batch_size, geometry.nbytes)
     check_input_sizes(files, geometry)
+    if note and options.batch_size is not None:  # the default batch is capped without a word
+        print(f"note: {note}", file=sys.stderr)
     if options.output_dirname is None:
         options.output_dirname = default_output_dirname()
     dirname = options.output_dirname.rstrip("/")
@@ -349,18 +360,20 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
         summary_file = summary.summary_path(Path(options.output_root), options.output_dirname)
         if (check_run_paths := getattr(backend, "check_run_paths", None)) is not None:  # ais_bench's path rules
             check_run_paths(options.inputs, [item.path for item in files], Path(options.output_root), dump_dir)
+        _guard_outputs(options.inputs, files, dump_dir, summary_file)
         try:
             _makedirs(dump_dir, getattr(backend, "output_dir_mode", 0o777))
         except OSError as err:
             raise fail(f"cannot create output folder {dump_dir}: {err.strerror or err}") from None
+        planned = [dumps.dump_path(dump_dir, item.stem, i, outfmt).name
+                   for item in files for i in range(len(backend.output_names))]
+        guards.claim_dump_folder(dump_dir, planned, options.resume, summary_file)  # removes only what infer.py wrote
         if options.resume:
             for index, item in enumerate(files):
                 existing = _existing_dumps(dump_dir, item.stem, len(backend.output_names), outfmt)
                 if existing is not None:
                     kept[index] = existing
             todo = [(i, item) for i, item in todo if i not in kept]
-        else:
-            _clear_old_dumps(dump_dir)
 
     rng = np.random.default_rng(options.seed)
     if options.inputs is None:
@@ -426,7 +439,10 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
     result_summary = summary.build_summary(filesinfo, _summary_args(options, backend, batch_size),
                                            compute_ms, h2d_ms, d2h_ms, batch_size)
     if summary_file is not None:
-        summary.write_summary(summary_file, result_summary)
+        try:
+            summary.write_summary(summary_file, result_summary)
+        except OSError as err:
+            raise cannot_write(summary_file, err) from None
     return RunResult(result_summary, summary_file, dump_dir, len(todo), batches, padded, len(kept), wall_s,
                      batch_size, backend.name, backend.device,
                      summary.performance_summary_lines(result_summary, batch_size, options.display_all_summary))

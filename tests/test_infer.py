@@ -80,7 +80,9 @@ def test_onnx_runtime_writes_ais_bench_layout(data, tmp_path):
                       "--batch-size", "4")
     assert proc.returncode == 0, proc.stderr
     dumps = out / "bs4"
-    assert sorted(p.name for p in dumps.iterdir()) == sorted(f"{n}_0.bin" for n in data["names"])
+    # ais_bench's layout, plus the hidden manifest of what infer.py wrote (the only files a rerun may delete)
+    assert sorted(p.name for p in dumps.iterdir() if p.name != ".infer_dumps.json") == \
+        sorted(f"{n}_0.bin" for n in data["names"])
     assert all((dumps / f"{n}_0.bin").stat().st_size == 4 * CLASSES for n in data["names"])
     np.testing.assert_allclose(read_dumps(dumps, data["names"]), expected_matrix(data), rtol=1e-4, atol=1e-5)
 
@@ -174,10 +176,21 @@ def test_resume_runs_only_what_is_missing_and_fresh_runs_clear_old_dumps(data, t
     assert len(summary["filesinfo"]) == COUNT
     np.testing.assert_allclose(read_dumps(tmp_path / "r", data["names"]), expected_matrix(data), rtol=1e-4,
                                atol=1e-5)
-    stale = tmp_path / "r" / "old_image_0.bin"
-    stale.write_bytes(b"\0" * 40)
+    # a dump infer.py wrote for an input that is gone is removed by a fresh run ...
+    extra = tmp_path / "more"
+    extra.mkdir()
+    for name in data["names"][:2]:
+        os.link(data["root"] / "bins" / f"{name}.bin", extra / f"{name}.bin")
+    os.link(data["root"] / "bins" / "img1.bin", extra / "old_image.bin")
+    assert run_script(*args[:2], extra, *args[3:]).returncode == 0
+    assert (tmp_path / "r" / "old_image_0.bin").exists()
     assert run_script(*args).returncode == 0
-    assert not stale.exists()
+    assert not (tmp_path / "r" / "old_image_0.bin").exists()
+    # ... but one it did not write is never deleted (nor scored with the new ones): the run stops, naming it
+    stale = tmp_path / "r" / "by_hand_0.bin"
+    stale.write_bytes(b"\0" * 40)
+    assert_one_line_error(run_script(*args), 2, "by_hand_0.bin")
+    assert stale.read_bytes() == b"\0" * 40
 
 
 # ---------------------------------------------------------------- OM models through the stand-in ais_bench

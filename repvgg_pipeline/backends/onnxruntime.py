@@ -37,6 +37,7 @@ def session_options(threads: int | None = None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or usable_cores()
     options.log_severity_level = 3  # errors only: warnings would break the one-line-summary output
+    ort.set_default_logger_severity(3)  # the same for the process-wide logger (messages outside a session)
     return options
 
 

@@ -19,6 +19,7 @@ import io
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from repvgg_pipeline import atomic
-from repvgg_pipeline.cli import fail
+from repvgg_pipeline.cli import UserError, fail
 from repvgg_pipeline.formats.labels import image_key
+from repvgg_pipeline.formats.tensors import is_regular_file
 
 OUTFMTS = ("BIN", "NPY", "TXT")
 _SUFFIX_OF_OUTFMT = {"BIN": ".bin", "NPY": ".npy", "TXT": ".txt"}
@@ -126,18 +128,31 @@ _Found = tuple[str, str, int, str]
 
 
 def _dumps_in(folder: Path) -> list[_Found]:
+    """The dumps directly in `folder`. A dump-named entry that is not a readable regular file (a dangling
+    symlink, a FIFO, a folder) is an error naming it: skipping it would score one image fewer unnoticed."""
     found = []
     with os.scandir(folder) as entries:
         for entry in entries:
             parsed = parse_dump_name(entry.name)
-            if parsed is not None and entry.is_file():
-                found.append((entry.path, *parsed))
+            if parsed is None:
+                continue
+            if not is_regular_file(entry):
+                kind = "a dangling symlink or symlink loop" if entry.is_symlink() else "not a regular file"
+                raise fail(f"{entry.path}: named like a dump but {kind}; remove it or point it at a dump")
+            found.append((entry.path, *parsed))
     return found
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop: not a folder to look into
+        return False
 
 
 def _subfolders(folder: Path) -> list[Path]:
     with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
+        return sorted(Path(e.path) for e in entries if not e.name.startswith(".") and _is_folder(e))
 
 
 def _resolve_outfile(name: str, summary_file: Path) -> str:
@@ -218,7 +233,8 @@ def find_dumps(path: Path, output_index: int | None = None, suffix: str | None =
             raise fail(f"{path} is a file; expected a folder of dumps or an ais_bench summary json")
         return _pick_one(_dumps_from_summary(path), str(path), output_index, suffix)
     if not path.is_dir():
-        raise fail(f"dump folder not found: {path}")
+        raise fail(f"dump folder not found: {path}" if not path.exists() else
+                   f"{path} is neither a folder of dumps nor a summary json")
     found = _dumps_in(path)
     if found:
         return _pick_one(found, str(path), output_index, suffix)
@@ -243,12 +259,40 @@ def _progress(paths: Sequence[str], what: str):
     return tqdm(paths, desc=what, unit="file", file=sys.stderr, disable=None, mininterval=0.5, leave=False)
 
 
+def _name_the_odd_dump(paths: Sequence[str], count_of, unit: str, expected: int | None, given: str) -> UserError:
+    """The error for dumps of unequal size, naming the file that differs from the rest.
+
+    Only called once a mismatch is seen, so its extra pass over all files costs nothing on
+    good input. The expected count is `expected` (from --num-classes) when given, else the
+    count most dumps share: a truncated *first* dump must not make every other one look wrong.
+    """
+    counts = [count_of(path) for path in paths]
+    if expected is None:
+        expected, agreeing = Counter(counts).most_common(1)[0]
+        why = f"like {agreeing} of the {len(paths)} dumps"
+    else:
+        why = given
+    for path, count in zip(paths, counts, strict=True):
+        if count != expected:
+            return fail(f"{path}: {count} {unit}, expected {expected} ({why})")
+    return fail(f"dumps in {os.path.dirname(paths[0]) or '.'} changed size while being read")
+
+
 def _read_bin(paths: Sequence[str], dtype: np.dtype, num_classes: int | None) -> np.ndarray:
     itemsize = dtype.itemsize
+
+    def size_error() -> UserError:
+        return _name_the_odd_dump(paths, lambda p: os.stat(p).st_size, "bytes",
+                                  num_classes * itemsize if num_classes else None,
+                                  f"--num-classes {num_classes} x {itemsize}-byte {dtype.name}")
+
     first_size = os.stat(paths[0]).st_size
     classes = num_classes or first_size // itemsize
     if classes == 0 or first_size != classes * itemsize:
-        raise fail(f"{paths[0]}: {first_size} bytes is not {num_classes or 'a whole number of'} {dtype.name} values")
+        common = Counter(os.stat(p).st_size for p in paths).most_common(1)[0][0] if len(paths) > 1 else first_size
+        if num_classes or (common != first_size and common and common % itemsize == 0):
+            raise size_error()  # the first dump is the odd one: name it against the others
+        raise fail(f"{paths[0]}: {first_size} bytes is not a whole number of {dtype.name} values")
     row_bytes = classes * itemsize
     out = np.empty((len(paths), classes), dtype=dtype)
     view = memoryview(out).cast("B")
@@ -260,10 +304,20 @@ def _read_bin(paths: Sequence[str], dtype: np.dtype, num_classes: int | None) ->
         finally:
             os.close(fd)
         if got != row_bytes or extra:
-            size = os.stat(path).st_size
-            raise fail(f"{path}: {size} bytes, expected {row_bytes} "
-                       f"({classes} {dtype.name} values like {os.path.basename(paths[0])})")
+            raise size_error()
     return out
+
+
+def _npy_count(path: str) -> int:
+    try:
+        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[-1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def _txt_count(path: str) -> int:
+    with open(path, "rb") as handle:
+        return len(handle.read().split())
 
 
 def _read_npy(paths: Sequence[str], num_classes: int | None) -> np.ndarray:
@@ -273,13 +327,13 @@ def _read_npy(paths: Sequence[str], num_classes: int | None) -> np.ndarray:
             array = np.load(path, allow_pickle=False)  # never unpickle objects from input files
         except (OSError, ValueError) as err:
             raise fail(f"{path}: not a readable .npy array ({err})") from None
-        if not np.issubdtype(array.dtype, np.number) or array.ndim not in (1, 2) or (array.ndim == 2
-                                                                                   and array.shape[0] != 1):
+        real = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)  # not complex
+        if not real or array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[0] != 1):
             raise fail(f"{path}: expected numbers of shape (1, C) or (C,), got {array.dtype} {array.shape}")
         if out is None:
             out = np.empty((len(paths), num_classes or array.shape[-1]), dtype=np.float32)
         if array.shape[-1] != out.shape[1]:
-            raise fail(f"{path}: {array.shape[-1]} values, expected {out.shape[1]} like {os.path.basename(paths[0])}")
+            raise _name_the_odd_dump(paths, _npy_count, "values", num_classes, f"--num-classes {num_classes}")
         out[row] = array.reshape(-1)
     assert out is not None
     return out
@@ -299,7 +353,7 @@ def _read_txt(paths: Sequence[str], num_classes: int | None) -> np.ndarray:
                 raise fail(f"{path}: empty dump")
             out = np.empty((len(paths), num_classes or values.size), dtype=np.float32)
         if values.size != out.shape[1]:
-            raise fail(f"{path}: {values.size} values, expected {out.shape[1]} like {os.path.basename(paths[0])}")
+            raise _name_the_odd_dump(paths, _txt_count, "values", num_classes, f"--num-classes {num_classes}")
         out[row] = values
     assert out is not None
     return out
@@ -314,6 +368,8 @@ def read_dumps(dumps: DumpSet, dtype: str = "float32", num_classes: int | None =
     """
     if not dumps.files:
         raise fail(f"no dumps found in {dumps.where}")
+    if num_classes is not None and num_classes < 1:
+        raise fail(f"--num-classes must be at least 1, got {num_classes}")
     if dumps.suffix == ".bin":
         logits = _read_bin(dumps.files, np.dtype(dtype), num_classes)
         return logits if logits.dtype == np.float32 else logits.astype(np.float32)

@@ -49,9 +49,9 @@ def read_info(path: Path | str) -> list[InfoEntry]:
     """
     path = Path(path)
     if not path.is_file():
-        raise fail(f"info file not found: {path}")
+        raise fail(f"info file not found: {path}" if not path.exists() else f"info file {path} is not a regular file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first index
     except (OSError, UnicodeDecodeError) as err:
         raise fail(f"cannot read info file {path}: {err}") from None
     entries: list[InfoEntry] = []

@@ -10,11 +10,15 @@ spaces, so a line is split at its *last* run of white space.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from repvgg_pipeline import atomic
 from repvgg_pipeline.cli import fail
+
+_INTEGER = re.compile(r"-?[0-9]+")
+MAX_CLASSES = 10**9
 
 
 def image_key(file_name: str) -> str:
@@ -31,10 +35,10 @@ def read_labels(path: Path | str) -> dict[str, int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise fail(f"label file not found: {path}")
+        raise fail(f"label file not found: {path}" if not path.exists() else f"label file {path} is not a regular file")
     labels: dict[str, int] = {}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the first file name
     except (OSError, UnicodeDecodeError) as err:
         raise fail(f"cannot read label file {path}: {err}") from None
     for line_no, raw in enumerate(text.splitlines(), start=1):
@@ -42,11 +46,14 @@ def read_labels(path: Path | str) -> dict[str, int]:
         if not line or line.startswith("#"):
             continue
         parts = line.rsplit(None, 1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        # ASCII digits, one optional sign: str.isdigit accepts '²' and lstrip("-") '--5', both of which int() refuses
+        if len(parts) != 2 or not _INTEGER.fullmatch(parts[1]):
             raise fail(f"{path}:{line_no}: expected '<file> <class index>', got {raw!r}")
         key, label = image_key(parts[0]), int(parts[1])
         if label < 0:
             raise fail(f"{path}:{line_no}: negative class index {label}")
+        if label >= MAX_CLASSES:  # would overflow the int64 label array long before it could fit any output
+            raise fail(f"{path}:{line_no}: class index {parts[1][:30]} is not a plausible class (>= {MAX_CLASSES})")
         if labels.get(key, label) != label:
             raise fail(f"{path}:{line_no}: {key} has two different labels ({labels[key]} and {label})")
         labels[key] = label

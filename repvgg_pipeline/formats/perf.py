@@ -137,7 +137,7 @@ def read_perf(path: Path) -> PerfRecord:
     """Read one throughput file of any supported kind, telling the kind from the content, not the name."""
     path = Path(path)
     if not path.is_file():
-        raise fail(f"perf file not found: {path}")
+        raise fail(f"perf file not found: {path}" if not path.exists() else f"perf file {path} is not a regular file")
     try:
         text = path.read_bytes().decode("utf-8", errors="replace")
     except OSError as err:

@@ -15,7 +15,9 @@ lets a reader accept either without an extra option.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -115,18 +117,49 @@ def list_tensor_files(directory: Path | str) -> list[str]:
     """Names of the `.bin` tensors in `directory`, natural-sorted as ais_bench orders its inputs.
 
     Hidden files and leftovers of interrupted atomic writes are not tensors. Raises
-    `UserError` when the folder is missing or holds none.
+    `UserError` when the folder is missing or holds none, and when a `.bin` entry is not a
+    readable regular file (a dangling symlink, a symlink loop, a FIFO, a folder): dropping it
+    silently would score one image fewer without a word, reading a FIFO would hang.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise fail(f"folder not found: {directory}")
+    names, odd = [], []
     with os.scandir(directory) as entries:
-        names = [e.name for e in entries
-                 if e.name.lower().endswith(".bin") and not e.name.startswith(".") and not atomic.is_temporary(e.name)
-                 and e.is_file()]
+        for e in entries:
+            if e.name.lower().endswith(".bin") and not e.name.startswith(".") and not atomic.is_temporary(e.name):
+                (names if is_regular_file(e) else odd).append(e.name)
+    if odd:
+        odd.sort(key=natural_key)
+        raise fail(f"{directory / odd[0]} is not a regular file ({_not_a_file_reason(directory / odd[0])})"
+                   + (f", nor are {len(odd) - 1} other .bin entries" if len(odd) > 1 else "")
+                   + "; remove it or point it at a tensor")
     if not names:
         raise fail(f"no .bin files in {directory}")
     return sorted(names, key=natural_key)
+
+
+def is_regular_file(entry: os.DirEntry) -> bool:
+    """`entry.is_file()` (following symlinks) that says False for a symlink loop instead of raising ELOOP."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _not_a_file_reason(path: Path) -> str:
+    """Why `path` is not a regular file, for a message: dangling symlink, symlink loop, FIFO, folder..."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if os.path.islink(path):
+            return "a symlink loop" if err.errno == errno.ELOOP else f"a dangling symlink to {os.readlink(path)}"
+        return err.strerror or str(err)
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a device or socket"
 
 
 def detect_layout(nbytes: int, height: int, width: int, channels: int = 3) -> str | None:
