@@ -338,7 +338,7 @@ def encode_ckpt(entries: Mapping[str, np.ndarray | str], crc_check: bool = False
         if isinstance(value, str):
             out += _value_message(tag, [0], "str", value.encode("utf-32-le"))
             continue
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value)  # not ascontiguousarray: it turns a 0-d scalar into shape (1,)
         type_name = _TYPE_NAMES.get(array.dtype)
         if type_name is None:
             raise MindSporeFormatError(f"cannot write {tag!r}: dtype {array.dtype}")
