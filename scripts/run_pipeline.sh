@@ -22,7 +22,7 @@ ais_bench (when `atc` and `npu-smi` work) or infer.py with ONNX Runtime -> postp
 -> table (also in WORKDIR/report.md).
 
 Options:
-  --checkpoint PATH   training checkpoint (.pth); without it, the demo
+  --checkpoint PATH   training checkpoint (PyTorch .pth, MindSpore .ckpt / .safetensors); without it, the demo
   --images DIR        images to classify (flat, like ImageNet val, or one subfolder per class)
   --labels FILE       val_label.txt ('<file> <0-based class>' per line); default: the one preprocess.py
                       writes for a class-folder layout
@@ -35,6 +35,8 @@ Options:
   --device N          NPU id for ais_bench (default 0)
   --soc_version V     passed to atc_convert.sh (default: detected from npu-smi)
   --aipp              Ascend only: uint8 tensors, normalised on the device by AIPP (atc_convert.sh --aipp)
+  --preset P          preprocess.py --preset: torchvision (default), mindspore or mindspore-310 (the
+                      MindSpore model zoo's eval / Ascend 310 transforms, see preprocess.py --help)
   -h, --help          this help
 Environment: PYTHON (default: python, else python3).
 EOF
@@ -46,7 +48,7 @@ step() { echo; echo "== $PROG: $*"; }
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
 
 checkpoint="" images="" labels="" arch="" input_size=224 workdir="" batch_sizes="1 16" backend=auto chip=""
-device=0 soc_version="" aipp=0
+device=0 soc_version="" aipp=0 preset=""
 while [[ $# -gt 0 ]]; do
   arg="$1"
   if [[ "$arg" == --*=* ]]; then set -- "${arg%%=*}" "${arg#*=}" "${@:2}"; arg="$1"; fi
@@ -64,6 +66,7 @@ while [[ $# -gt 0 ]]; do
     --device) need_value "$@"; device="$2"; shift 2 ;;
     --soc_version|--soc-version) need_value "$@"; soc_version="$2"; shift 2 ;;
     --aipp) aipp=1; shift ;;
+    --preset) need_value "$@"; preset="$2"; shift 2 ;;
     *) die "unknown option '$arg' (see --help)" ;;
   esac
 done
@@ -140,7 +143,8 @@ export_args=("$checkpoint" "$onnx" --input-size "$input_size" --verify-images "$
 dtype=float32
 [[ "$aipp" == 0 ]] || dtype=uint8
 step "2/6 preprocess + gen_dataset_info: images -> $dtype .bin tensors"
-"$PYTHON" "$ROOT/preprocess.py" "$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype"
+"$PYTHON" "$ROOT/preprocess.py" "$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype" \
+  ${preset:+--preset "$preset"}
 "$PYTHON" "$ROOT/gen_dataset_info.py" bin "$workdir/prep_bin" "$workdir/repvgg_prep_bin.info" "$input_size" "$input_size"
 if [[ -z "$labels" ]]; then
   [[ -f "$workdir/prep_bin/val_label.txt" ]] \
