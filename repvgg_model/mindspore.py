@@ -277,8 +277,12 @@ def read_entries(path: Path | str) -> tuple[dict[str, np.ndarray | str], str]:
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray | str]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    try:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise MindSporeFormatError("reading safetensors needs the safetensors package: "
+                                   "pip install -r requirements.txt") from None
 
     try:
         return dict(load_file(str(path)))
