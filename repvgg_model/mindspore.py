@@ -13,8 +13,9 @@ Two containers, recognised by their first bytes (never by the file name):
   joined, the last chunk's dims apply); `dims == [0]` or no dims is a scalar; `tensor_type` `str`
   holds a numpy unicode string (UTF-32LE) written by `append_dict`; `save_checkpoint(crc_check=True)`
   appends `b"crc_num"` and the big-endian CRC-32 of everything before it in 10 bytes; the tag
-  `random_op` is MindSpore's RNG state. Files saved with `enc_key` start with the magic number of
-  MindSpore's crypto module (0x7F3A5ED8 AES-GCM, ...D9 AES-CBC, ...DA SM4-CBC) and are refused.
+  `random_op` is MindSpore's RNG state. Files saved with `enc_key` are blocks that each start with the
+  magic number of MindSpore's crypto module as a native (little-endian) int32 (0x7F3A5ED8 AES-GCM,
+  ...D9 AES-CBC, ...DA SM4-CBC; `ccsrc/utils/crypto.h`, `ByteToInt` in `crypto.cc`) and are refused.
   The wire format is decoded by the small reader below (varints and length-delimited fields only);
   nothing of protobuf's generated code is needed.
 - `.safetensors` with `{"format": "ms"}` metadata (`save_checkpoint(format="safetensors")`),
@@ -210,7 +211,7 @@ def _to_array(tag: str, tensor: _Tensor, content: bytes) -> np.ndarray | str:
         if len(content) % dtype.itemsize:
             raise MindSporeFormatError(f"truncated or corrupt: {tag!r} holds {len(content)} bytes, "
                                        f"not a whole number of {dtype_name}")
-        flat = np.frombuffer(content, dtype).astype(dtype.newbyteorder("="))
+        flat = np.frombuffer(content, dtype).astype(dtype.newbyteorder("="), copy=False)
     else:
         raise MindSporeFormatError(f"entry {tag!r} has tensor type {dtype_name!r}, which this reader does not know")
     dims = list(tensor.dims)
@@ -226,8 +227,8 @@ def _to_array(tag: str, tensor: _Tensor, content: bytes) -> np.ndarray | str:
 def parse_ckpt(data: bytes) -> dict[str, np.ndarray | str]:
     """All entries of a `.ckpt` file's bytes, in file order; verifies a CRC trailer when present."""
     if detect_format(data[:64]) == "encrypted":
-        magic = int.from_bytes(data[:4], "big")
-        mode = CIPHER_MAGICS.get(magic) or CIPHER_MAGICS.get(int.from_bytes(data[:4], "little"), "?")
+        mode = CIPHER_MAGICS.get(int.from_bytes(data[:4], "little")) or CIPHER_MAGICS.get(
+            int.from_bytes(data[:4], "big"), "?")
         raise MindSporeFormatError(f"refused: the checkpoint is encrypted ({mode}, saved with enc_key); "
                                    "decrypt it with MindSpore's load_checkpoint(dec_key=...) and save it "
                                    "without enc_key")

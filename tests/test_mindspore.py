@@ -217,8 +217,8 @@ def _map_tensor_ckpt() -> bytes:
 
 
 def _damaged(ms_data: Path, case: str) -> bytes:
-    if case == "encrypted":  # MindSpore's crypto output starts with its magic number, then ciphertext
-        return (0x7F3A5ED8).to_bytes(4, "big") + bytes(range(256)) * 4
+    if case == "encrypted":  # MindSpore's crypto blocks: magic number (native int32), GCM tag, length, ciphertext
+        return (0x7F3A5ED8).to_bytes(4, "little") + bytes(range(256)) * 4
     if case == "map tensor":
         return (ms_data / "plain.ckpt").read_bytes() + _map_tensor_ckpt()
     if case == "truncated":
