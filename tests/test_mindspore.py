@@ -249,3 +249,20 @@ def test_refusal_from_the_command_line(ms_data, tmp_path):
 def test_use_ema_without_ema_weights_is_an_error(ms_data):
     with pytest.raises(MindSporeFormatError, match="no EMA weights"):
         load_mindspore(ms_data / "train_style.ckpt", use_ema=True)
+
+
+def test_deploy_form_checkpoint_with_group_conv_names(ms_data, tmp_path, one_torch_thread):
+    """A re-parameterised network saved by MindSpore (`rbr_reparam`, as GroupConv2d `convs.0` on Ascend) loads fused."""
+    from repvgg_model import fuse_model
+
+    fused, _ = fuse_model(load_checkpoint(ms_data / "repvgg_a0_gpu_style.ckpt").model)
+    entries = {k.replace("rbr_reparam.", "rbr_reparam.convs.0."): v.numpy()
+               for k, v in fused.state_dict().items()}
+    path = tmp_path / "deploy.ckpt"
+    path.write_bytes(encode_ckpt(entries))
+    loaded = load_checkpoint(path)
+    assert loaded.fused and loaded.arch == "RepVGG-A0"
+    reference = np.load(ms_data / "repvgg_a0_mindspore_logits.npy")
+    with torch.no_grad():
+        logits = loaded.model(torch.from_numpy(np.load(ms_data / "repvgg_a0_input.npy"))).numpy()
+    assert np.abs(logits - reference).max() <= 1e-4 * np.abs(reference).max()
