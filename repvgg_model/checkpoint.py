@@ -336,9 +336,17 @@ def load_checkpoint(path: Path | str, arch: str | None = None, use_ema: bool = F
 
 
 def _load_mindspore_checkpoint(path: Path, arch: str | None, use_ema: bool) -> LoadedCheckpoint:
-    """A MindSpore model zoo checkpoint (.ckpt / safetensors) renamed to the official layout, then loaded as usual."""
+    """A MindSpore model zoo checkpoint (.ckpt / safetensors) renamed to the official layout, then loaded as usual;
+    a safetensors file of another origin goes through the usual official / timm / mmpretrain key handling."""
     try:
-        checkpoint = mindspore.load_mindspore(path, use_ema=use_ema)
+        entries, container = mindspore.read_entries(path)
+        if container.startswith("safetensors"):  # another framework's safetensors (e.g. timm's): its own key names
+            tensors = {k: torch.from_numpy(np.array(v)) for k, v in entries.items() if not isinstance(v, str)}
+            loaded = load_state_dict_object(tensors, arch=arch, use_ema=use_ema)
+            loaded.wrapper = f"{container}, {loaded.wrapper}"
+            loaded.path = path
+            return loaded
+        checkpoint = mindspore.to_official(entries, use_ema=use_ema, container=container)
     except mindspore.MindSporeFormatError as err:
         raise fail(f"{path}: {err}") from None
     except OSError as err:

@@ -263,33 +263,39 @@ def parse_ckpt(data: bytes) -> dict[str, np.ndarray | str]:
 
 
 def read_entries(path: Path | str) -> tuple[dict[str, np.ndarray | str], str]:
-    """(entries, container) of a MindSpore `.ckpt` or safetensors file; `MindSporeFormatError` otherwise."""
+    """(entries, container) of a MindSpore `.ckpt` or a safetensors file; `MindSporeFormatError` otherwise.
+
+    The container is CKPT, SAFETENSORS (MindSpore's, `{"format": "ms"}`) or, for a safetensors file
+    another framework wrote (timm's, `safetensors.torch.save_file`), "safetensors (format ...)".
+    """
     path = Path(path)
     with path.open("rb") as f:
-        data = f.read()
-    kind = detect_format(data[:64])
-    if kind == SAFETENSORS:
-        entries = _read_safetensors(path)
-        fmt = safetensors_metadata(path).get("format")
-        return entries, SAFETENSORS if fmt == "ms" else f"safetensors (format {fmt or 'not stated'})"
-    if kind in (CKPT, "encrypted"):
-        return parse_ckpt(data), CKPT
+        kind = detect_format(f.read(64))
+        if kind == SAFETENSORS:
+            entries = _read_safetensors(path)
+            fmt = safetensors_metadata(path).get("format")
+            return entries, SAFETENSORS if fmt == "ms" else f"safetensors (format {fmt or 'not stated'})"
+        if kind in (CKPT, "encrypted"):
+            f.seek(0)
+            return parse_ckpt(f.read()), CKPT
     raise MindSporeFormatError("not a MindSpore .ckpt or safetensors file")
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray | str]:
+    """All tensors as numpy arrays (through torch, so that bfloat16 works too: widened to float32 exactly)."""
     try:
+        import torch
         from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors.torch import load_file
     except ImportError:
         raise MindSporeFormatError("reading safetensors needs the safetensors package: "
                                    "pip install -r requirements.txt") from None
-
     try:
-        return dict(load_file(str(path)))
-    except (SafetensorError, ValueError, OSError) as err:
+        tensors = load_file(str(path))
+    except (SafetensorError, ValueError, OSError, RuntimeError) as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MindSporeFormatError(f"not a readable safetensors file, truncated or corrupt? ({text[:200]})") from None
+    return {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in tensors.items()}
 
 
 def safetensors_metadata(path: Path | str) -> dict[str, str]:

@@ -266,3 +266,23 @@ def test_deploy_form_checkpoint_with_group_conv_names(ms_data, tmp_path, one_tor
     with torch.no_grad():
         logits = loaded.model(torch.from_numpy(np.load(ms_data / "repvgg_a0_input.npy"))).numpy()
     assert np.abs(logits - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
+def test_safetensors_of_another_origin_keeps_its_key_names(ms_data, tmp_path, one_torch_thread):
+    """timm publishes safetensors: its key names go through the usual timm handling; bfloat16 is widened."""
+    from safetensors.torch import save_file
+
+    from repvgg_model.checkpoint import from_official_keys
+
+    reference = load_checkpoint(ms_data / "repvgg_a0_gpu_style.ckpt").model
+    state = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in from_official_keys(state, "timm").items()}, str(path))
+    loaded = load_checkpoint(path)
+    assert loaded.family == "timm" and loaded.arch == "RepVGG-A0"
+    assert loaded.wrapper.startswith("safetensors (format not stated)")
+    x = torch.from_numpy(np.load(ms_data / "repvgg_a0_input.npy"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), reference(x), rtol=0, atol=0)
+    save_file({k: v.to(torch.bfloat16) for k, v in state.items()}, str(path))
+    assert load_checkpoint(path).layout == "official-train"
