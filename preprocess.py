@@ -60,7 +60,8 @@ def get_args_parser() -> argparse.ArgumentParser:
              "Resize((256, 256)) bicubic ignoring the aspect ratio, centre crop 224), published top-1 0.72242 / "
              "top-5 0.90734. --resize, --crop, --mean, --std still apply on top of a preset")
     parser.add_argument("--resize", type=int, default=None,
-                        help="shorter side after resize (default: 256 for --crop 224, else the crop size)")
+                        help="shorter side after resize (default: 256 for --crop 224, else the crop size; "
+                             "int(256 / 224 * crop) with a mindspore preset)")
     parser.add_argument("--crop", type=int, default=224, help="center crop size (default: 224)")
     parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                         help="normalisation mean (default: ImageNet 0.485 0.456 0.406)")
@@ -88,7 +89,7 @@ def _split_paths(paths: list[str]) -> tuple[Path, Path]:
 def _transform_from_args(args: argparse.Namespace) -> EvalTransform:
     if args.crop < 1:
         raise fail(f"--crop must be positive, got {args.crop}")
-    resize = default_resize(args.crop) if args.resize is None else args.resize
+    resize = default_resize(args.crop, args.preset) if args.resize is None else args.resize
     if resize < 1:
         raise fail(f"--resize must be positive, got {resize}")
     base = EvalTransform()

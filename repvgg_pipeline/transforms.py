@@ -96,12 +96,15 @@ class EvalTransform:
         ])
 
 
-def default_resize(crop: int) -> int:
-    """The resize the official RepVGG evaluation pairs with a crop: 256 for 224, else the crop itself.
+def default_resize(crop: int, preset: str = TORCHVISION) -> int:
+    """The resize the evaluation of `preset` pairs with a crop.
 
     The official `get_default_val_trans` uses Resize(256)+CenterCrop(224) at 224 and
-    Resize(r)+CenterCrop(r) at any other resolution r (D2se and RepVGGplus at 320).
+    Resize(r)+CenterCrop(r) at any other resolution r (D2se and RepVGGplus at 320); the MindSpore
+    model zoo's `create_dataset_imagenet` uses `int(256 / 224 * image_size)`.
     """
+    if preset != TORCHVISION:
+        return int(256 / 224 * crop)
     return 256 if crop == 224 else crop
 
 

@@ -125,6 +125,13 @@ def test_presets_differ_where_they_should(images):
     assert np.abs(tv - ms).mean() < 0.1  # same crop of the same image, only the filter differs
 
 
+def test_default_resize_follows_the_preset():
+    from repvgg_pipeline.transforms import default_resize
+
+    assert default_resize(224, MINDSPORE) == 256 and default_resize(320, MINDSPORE) == 365  # int(256/224*320)
+    assert default_resize(320) == 320  # the official evaluation at 320: Resize(320) + CenterCrop(320)
+
+
 def test_resize_rounds_where_torchvision_truncates():
     assert mindspore_resized_size(500, 375, 256) == (341, 256)  # 341.33
     assert mindspore_resized_size(333, 500, 256) == (256, 384)  # 384.38
