@@ -228,13 +228,20 @@ def pil_cubic_resize(img: Image.Image, width: int, height: int) -> Image.Image:
 
 
 def _mindspore_rgb(path) -> Image.Image:
-    """Decode like MindSpore's `Decode`: RGB, CMYK JPEGs by its own formula `(255 - c) * (255 - k) / 255` (integer)."""
+    """Decode like MindSpore's `Decode`: RGB; CMYK JPEGs by its own integer formula on libjpeg's raw values.
+
+    `JpegReadScanlines` (image_utils.cc): with an Adobe marker `r = k * c / 255`, else
+    `r = (255 - c) * (255 - k) / 255`, in C integer division. Pillow hands out CMYK JPEG samples
+    inverted whatever the marker ("CMYK;I", "assume adobe conventions"), i.e. 255 - raw.
+    """
     with Image.open(path) as img:
         img.load()
-        if img.mode != "CMYK":
+        if img.mode != "CMYK" or img.format != "JPEG":
             return img if img.mode == "RGB" else img.convert("RGB")
-        cmyk = np.asarray(img).astype(np.int32)  # Pillow's CMYK values (Adobe-inverted files already un-inverted)
-    rgb = (255 - cmyk[..., :3]) * (255 - cmyk[..., 3:]) // 255
+        raw = 255 - np.asarray(img).astype(np.int32)  # libjpeg's samples
+        adobe = "adobe" in img.info
+    ink, black = (raw[..., :3], raw[..., 3:]) if adobe else (255 - raw[..., :3], 255 - raw[..., 3:])
+    rgb = ink * black // 255
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
