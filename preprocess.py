@@ -4,6 +4,8 @@
     python preprocess.py repvgg /data/imagenet/val ./prep_dataset      # ModelZoo form, same thing
     python preprocess.py val ./prep_320 --crop 320                      # D2se / RepVGGplus (Resize 320)
     python preprocess.py val ./prep_u8 --dtype uint8                    # for an OM with AIPP
+    python preprocess.py val ./prep_ms --preset mindspore               # MindSpore model zoo eval / ONNX figures
+    python preprocess.py val ./prep_ms310 --preset mindspore-310        # MindSpore model zoo Ascend 310 figures
 
 Writes `<image stem>.bin` (float32 CHW, or uint8 HWC with --dtype uint8) into DST, plus
 `val_label.txt` when SRC has one subfolder per class. Outputs are written atomically, so a rerun
@@ -31,7 +33,7 @@ from repvgg_pipeline.cli import EXIT_FAILED, fail, first_line, run_cli, usable_c
 from repvgg_pipeline.dataset import CLASS_FOLDERS, ImageItem, check_unique_keys, find_images, parse_shard, shard
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.labels import write_labels
-from repvgg_pipeline.transforms import EvalTransform, default_resize, normalize_lut, preprocess_image
+from repvgg_pipeline.transforms import PRESETS, TORCHVISION, EvalTransform, default_resize, preprocess_image
 
 MODEL_PRESETS = {"repvgg": {}}  # the ModelZoo script's model_type argument; its only model uses the defaults
 LABEL_FILE = "val_label.txt"
@@ -41,15 +43,25 @@ SETTINGS_FILE = ".preprocess-settings.json"  # hidden: ais_bench and gen_dataset
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="preprocess.py",
-        usage="%(prog)s [repvgg] SRC DST [--resize N] [--crop N] [--mean R G B] [--std R G B] "
+        usage="%(prog)s [repvgg] SRC DST [--preset NAME] [--resize N] [--crop N] [--mean R G B] [--std R G B] "
               "[--dtype {float32,uint8}] [--workers N] [--shard i/n] [--overwrite]",
         description="Preprocess images into .bin input tensors (Resize, CenterCrop, ToTensor, Normalize, "
                     "bit-identical to torchvision).")
     parser.add_argument("paths", nargs="+", metavar="[repvgg] SRC DST",
                         help="source folder (flat ImageNet val or one subfolder per class) and output folder; "
                              "an optional leading model name 'repvgg' is accepted like the ModelZoo script")
+    parser.add_argument(
+        "--preset", choices=PRESETS, default=TORCHVISION,
+        help="whose evaluation transform to reproduce. torchvision (default): Resize(256) bilinear + CenterCrop(224) "
+             "bit-identical to torchvision, the official RepVGG figures (A0: top-1 72.41). mindspore: the MindSpore "
+             "model zoo's research/cv/repvgg eval.py / infer_onnx.py (shorter side 256 with Pillow's bicubic, centre "
+             "crop 224, mean/std on 0-255 pixels), its published ONNX figures top-1 0.72024 / top-5 0.90394 (and "
+             "eval.py's 72.938 / 90.902). mindspore-310: its Ascend 310 inference (ascend310_infer/src/main.cc: "
+             "Resize((256, 256)) bicubic ignoring the aspect ratio, centre crop 224), published top-1 0.72242 / "
+             "top-5 0.90734. --resize, --crop, --mean, --std still apply on top of a preset")
     parser.add_argument("--resize", type=int, default=None,
-                        help="shorter side after resize (default: 256 for --crop 224, else the crop size)")
+                        help="shorter side after resize (default: 256 for --crop 224, else the crop size; "
+                             "int(256 / 224 * crop) with a mindspore preset)")
     parser.add_argument("--crop", type=int, default=224, help="center crop size (default: 224)")
     parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                         help="normalisation mean (default: ImageNet 0.485 0.456 0.406)")
@@ -77,7 +89,7 @@ def _split_paths(paths: list[str]) -> tuple[Path, Path]:
 def _transform_from_args(args: argparse.Namespace) -> EvalTransform:
     if args.crop < 1:
         raise fail(f"--crop must be positive, got {args.crop}")
-    resize = default_resize(args.crop) if args.resize is None else args.resize
+    resize = default_resize(args.crop, args.preset) if args.resize is None else args.resize
     if resize < 1:
         raise fail(f"--resize must be positive, got {resize}")
     base = EvalTransform()
@@ -85,7 +97,7 @@ def _transform_from_args(args: argparse.Namespace) -> EvalTransform:
     std = tuple(args.std) if args.std is not None else base.std
     if any(s == 0 for s in std):
         raise fail(f"--std must not contain 0, got {' '.join(map(str, std))}")
-    return EvalTransform(resize=resize, crop=args.crop, mean=mean, std=std)
+    return EvalTransform(resize=resize, crop=args.crop, mean=mean, std=std, preset=args.preset)
 
 
 def _prepare_destination(dst: Path) -> None:
@@ -108,7 +120,8 @@ def _check_settings(dst: Path, settings: dict, overwrite: bool) -> None:
         except (OSError, ValueError):
             previous = None
         if previous is not None and previous != settings:
-            changed = ", ".join(f"{k} {previous.get(k)} -> {v}" for k, v in settings.items() if previous.get(k) != v)
+            changed = ", ".join(f"{k} {previous.get(k)} -> {settings.get(k)}" for k in sorted({*previous, *settings})
+                                if previous.get(k) != settings.get(k))
             raise fail(f"{dst} holds tensors made with other settings ({changed}); "
                        "pass --overwrite or choose another folder")
     atomic.write_text(path, json.dumps(settings, sort_keys=True) + "\n")
@@ -143,7 +156,7 @@ def _init_worker(transform: EvalTransform, dtype: str, ignore_sigint: bool) -> N
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _STATE["transform"] = transform
     _STATE["dtype"] = dtype
-    _STATE["lut"] = normalize_lut(transform.mean, transform.std)
+    _STATE["lut"] = transform.lut()
 
 
 def _process_one(job: tuple[str, str]) -> tuple[str, str | None, str | None]:
@@ -193,6 +206,8 @@ def main(args: argparse.Namespace) -> int:
     _prepare_destination(dst)
     settings = {**asdict(transform), "dtype": args.dtype}
     settings["mean"], settings["std"] = list(transform.mean), list(transform.std)
+    if transform.preset == TORCHVISION:  # folders written before presets existed hold no "preset" key
+        del settings["preset"]
     _check_settings(dst, settings, args.overwrite)
     if found.layout == CLASS_FOLDERS:
         write_labels(dst / LABEL_FILE, [(item.name, item.label) for item in found.items])

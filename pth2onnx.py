@@ -47,7 +47,8 @@ def positive_int(text: str) -> int:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pth2onnx.py", description="RepVGG checkpoint -> fused, verified ONNX model for ATC.")
-    parser.add_argument("checkpoint", type=Path, help="official / timm / mmpretrain .pth, train-time or fused")
+    parser.add_argument("checkpoint", type=Path, help="official / timm / mmpretrain .pth, train-time or fused, or a "
+                        "MindSpore model zoo .ckpt / safetensors (recognised by content)")
     parser.add_argument("output", type=Path, help="the ONNX file to write")
     parser.add_argument("--arch", help="force the variant (e.g. RepVGG-A0, B1g4, D2se, L2pse); default: from shapes")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")

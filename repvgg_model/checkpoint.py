@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from repvgg_model import mindspore
 from repvgg_model.model import create_model
 from repvgg_model.variants import SE_AFTER_RELU, SE_BEFORE_RELU, VARIANTS, Variant, get_variant
 from repvgg_pipeline.cli import fail, first_line
@@ -326,9 +327,35 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: 
 
 def load_checkpoint(path: Path | str, arch: str | None = None, use_ema: bool = False) -> LoadedCheckpoint:
     """Read any supported RepVGG checkpoint into a model (eval mode, train-time or fused as stored)."""
+    if mindspore.sniff_file(path) is not None:  # recognised by content, not by the file name
+        return _load_mindspore_checkpoint(Path(path), arch, use_ema)
     raw = read_checkpoint_file(path)
     loaded = load_state_dict_object(raw, arch=arch, use_ema=use_ema)
     loaded.path = Path(path)
+    return loaded
+
+
+def _load_mindspore_checkpoint(path: Path, arch: str | None, use_ema: bool) -> LoadedCheckpoint:
+    """A MindSpore model zoo checkpoint (.ckpt / safetensors) renamed to the official layout, then loaded as usual;
+    a safetensors file of another origin goes through the usual official / timm / mmpretrain key handling."""
+    try:
+        entries, container = mindspore.read_entries(path)
+        if container.startswith("safetensors"):  # another framework's safetensors (e.g. timm's): its own key names
+            tensors = {k: torch.from_numpy(np.array(v)) for k, v in entries.items() if not isinstance(v, str)}
+            loaded = load_state_dict_object(tensors, arch=arch, use_ema=use_ema)
+            loaded.wrapper = f"{container}, {loaded.wrapper}"
+            loaded.path = path
+            return loaded
+        checkpoint = mindspore.to_official(entries, use_ema=use_ema, container=container)
+    except mindspore.MindSporeFormatError as err:
+        raise fail(f"{path}: {err}") from None
+    except OSError as err:
+        raise fail(f"{path}: cannot read: {err.strerror or err}") from None
+    state_dict = {k: torch.from_numpy(np.array(v)) for k, v in checkpoint.state_dict.items()}
+    loaded = load_state_dict_object(state_dict, arch=arch)
+    loaded.wrapper = checkpoint.summary()
+    loaded.prefixes = [checkpoint.prefix] if checkpoint.prefix else []
+    loaded.path = path
     return loaded
 
 

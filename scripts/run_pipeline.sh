@@ -22,7 +22,7 @@ ais_bench (when `atc` and `npu-smi` work) or infer.py with ONNX Runtime -> postp
 -> table (also in WORKDIR/report.md).
 
 Options:
-  --checkpoint PATH   training checkpoint (.pth); without it, the demo
+  --checkpoint PATH   training checkpoint (PyTorch .pth, MindSpore .ckpt / .safetensors); without it, the demo
   --images DIR        images to classify (flat, like ImageNet val, or one subfolder per class)
   --labels FILE       val_label.txt ('<file> <0-based class>' per line); default: the one preprocess.py
                       writes for a class-folder layout
@@ -38,6 +38,8 @@ Options:
   --precision_mode M  ATC's precision mode, passed to atc_convert.sh and previewed without an NPU
                       (default: ATC's own, force_fp16 on 310/310P)
   --no-drift          skip the drift table (PyTorch reference vs ONNX float32 vs FP16 preview or OM)
+  --preset P          preprocess.py --preset: torchvision (default), mindspore or mindspore-310 (the
+                      MindSpore model zoo's eval / Ascend 310 transforms, see preprocess.py --help)
   -h, --help          this help
 Environment: PYTHON (default: python, else python3).
 EOF
@@ -49,7 +51,7 @@ step() { echo; echo "== $PROG: $*"; }
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
 
 checkpoint="" images="" labels="" arch="" input_size=224 workdir="" batch_sizes="1 16" backend=auto chip=""
-device=0 soc_version="" aipp=0
+device=0 soc_version="" aipp=0 preset=""
 precision_mode="" drift=1  # issue 10: drift table
 while [[ $# -gt 0 ]]; do
   arg="$1"
@@ -70,6 +72,7 @@ while [[ $# -gt 0 ]]; do
     --aipp) aipp=1; shift ;;
     --precision_mode|--precision-mode) need_value "$@"; precision_mode="$2"; shift 2 ;;  # issue 10
     --no-drift|--no_drift) drift=0; shift ;;  # issue 10
+    --preset) need_value "$@"; preset="$2"; shift 2 ;;
     *) die "unknown option '$arg' (see --help)" ;;
   esac
 done
@@ -149,7 +152,8 @@ export_args=("$checkpoint" "$onnx" --input-size "$input_size" --verify-images "$
 dtype=float32
 [[ "$aipp" == 0 ]] || dtype=uint8
 step "2/6 preprocess + gen_dataset_info: images -> $dtype .bin tensors"
-"$PYTHON" "$ROOT/preprocess.py" "$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype"
+"$PYTHON" "$ROOT/preprocess.py" "$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype" \
+  ${preset:+--preset "$preset"}
 "$PYTHON" "$ROOT/gen_dataset_info.py" bin "$workdir/prep_bin" "$workdir/repvgg_prep_bin.info" "$input_size" "$input_size"
 if [[ -z "$labels" ]]; then
   [[ -f "$workdir/prep_bin/val_label.txt" ]] \
