@@ -74,7 +74,7 @@ def throughput_figure(ours: Sequence[Series], published: Sequence[PublishedPoint
                           xytext=(0, 8), ha="center", fontsize=8, color=colour)
     for index, pub in enumerate(published):
         xs = sorted(pub.points)
-        dodge = 2 ** (0.07 * (index - (len(published) - 1) / 2))  # near-equal figures at one batch size stay apart
+        dodge = _dodge(index, len(published))
         axes.scatter([x * dodge for x in xs], [pub.points[x] for x in xs],
                      marker=PUBLISHED_MARKERS[index % len(PUBLISHED_MARKERS)], s=70, facecolors="none",
                      edgecolors=PUBLISHED_COLOUR, linewidths=1.6, zorder=3,
@@ -96,8 +96,13 @@ def throughput_figure(ours: Sequence[Series], published: Sequence[PublishedPoint
     return _svg(figure)
 
 
+def _dodge(index: int, count: int) -> float:
+    """x factor that sets the markers of one batch size side by side, so near-equal published figures stay apart."""
+    return 2 ** (0.15 * (index - (count - 1) / 2))
+
+
 def _label_published(axes, published: Sequence[PublishedPoints], gap_pt: float = 11.0) -> None:
-    """Label each published point to its right, pushing labels of near-equal values apart so none overlap."""
+    """Label each published point right of the rightmost marker, pushing near-equal labels apart so none overlap."""
     by_x: dict[int, list[tuple[float, str]]] = {}
     for pub in published:
         for x, y in pub.points.items():
@@ -109,7 +114,8 @@ def _label_published(axes, published: Sequence[PublishedPoints], gap_pt: float =
         for y, text in items:
             y_pt = axes.transData.transform((x, y))[1] * points_per_pixel
             target = y_pt if last_pt is None else min(y_pt, last_pt - gap_pt)
-            axes.annotate(text, (x, y), textcoords="offset points", xytext=(9, target - y_pt - 3), fontsize=8,
+            axes.annotate(text, (x * _dodge(len(published) - 1, len(published)), y), textcoords="offset points",
+                          xytext=(9, target - y_pt - 3), fontsize=8,
                           color=PUBLISHED_COLOUR)
             last_pt = target
 

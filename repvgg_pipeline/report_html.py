@@ -641,8 +641,10 @@ def render_html(data: ReportData) -> str:
             body.append(_flip_list(data))
         if table.title.startswith("Throughput"):
             body.append(_figure(throughput_plot(data), "throughput vs batch size",
-                                "Lines: this run. Hollow red markers: published RepVGG-A0 figures "
-                                f"({PUBLISHED_SOURCE}), measured on other hardware, per card.", "plot-throughput"))
+                                "Lines and dots: this run. Hollow red markers: published RepVGG-A0 figures "
+                                "(Ascend ModelZoo RepVGG README), per card, measured on other hardware."
+                                if data.model.variant == PUBLISHED_VARIANT else "Lines and dots: this run.",
+                                "plot-throughput"))
             times = compute_time_plot(data)
             if times is not None:
                 body.append(_figure(times, "compute time per batch", "Every batch's compute time (ms) from the "
