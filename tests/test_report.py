@@ -286,3 +286,14 @@ def test_report_bad_input_is_one_line(tmp_path):
     shutil.rmtree(work / "result" / "bs1")
     (work / "result" / "bs1_summary.json").write_text("{}")
     assert_one_line_error(run_report(work), 2, "throughput")
+
+
+def test_pipeline_batch_sizes_take_commas_and_spaces_and_refuse_repeats(tmp_path):
+    def pipeline(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(REPO_ROOT / "scripts" / "run_pipeline.sh"), "--backend", "tpu", *args],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    # a valid list gets as far as the next check (the bad --backend), a bad one stops at the list
+    assert_one_line_error(pipeline("--batch-sizes", "1, 4,8 16"), 2, "--backend")
+    assert_one_line_error(pipeline("--batch-sizes", "1,16,1"), 2, "batch size 1 is given twice")
+    assert_one_line_error(pipeline("--batch-sizes", "1,x"), 2, "positive integers")
