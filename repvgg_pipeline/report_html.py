@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import platform
 import re
 import shutil
@@ -166,7 +167,8 @@ def per_batch_times(data: dict) -> list[float] | None:
             times.append(float(item[1]) - float(item[0]))
         else:
             return None
-    return times
+    times = [t for t in times if math.isfinite(t) and t >= 0]
+    return times or None
 
 
 def _read_run(summary_file: Path, workdir: Path) -> RunReport:
@@ -200,6 +202,30 @@ def _apply_agreements(runs: list[RunReport], agreements: list[dict]) -> None:
             elif not comparison.get("equal"):
                 run.accuracy_from = (f"differs from {reference.name}: top-1 changed on {comparison['top1_changed']} "
                                      f"of {comparison['images']} images")
+
+
+def _apply_drift_accuracy(runs: list[RunReport], drift: dict) -> None:
+    """Runs scored only by compare.py (the PyTorch reference, the FP16 preview) take their accuracy from drift.json.
+
+    A pair names its dump folder in `source`; its `accuracy` holds both sides' top-1/top-5 as fractions.
+    """
+    by_name = {run.name: run for run in runs}
+    reference_name = str(drift.get("reference", ""))
+    for pair in drift["pairs"]:
+        accuracy = pair.get("accuracy")
+        if not isinstance(accuracy, dict):
+            continue
+        sides = [(Path(str(pair.get("source", ""))).name, accuracy.get("other")),
+                 (reference_name, accuracy.get("reference"))]
+        for folder, side in sides:
+            run = by_name.get(folder)
+            if run is None or run.result is not None or not isinstance(side, dict):
+                continue
+            table = {f"Top{k} accuracy": _frac(side.get(f"top{k}")) for k in (1, 5)}
+            run.result = {"table": {"Number of images": str(accuracy.get("images")), **table},
+                          "metrics": {"images": accuracy.get("images"), "top1": side.get("top1"),
+                                      "top5": side.get("top5")}}
+            run.accuracy_from = f"{DRIFT_FILE} (compare.py)"
 
 
 def _run_order(run: RunReport) -> tuple:
@@ -319,13 +345,15 @@ def collect(workdir: Path, checkpoint: Path | None = None, arch: str | None = No
     """Read everything the report shows from `workdir`."""
     workdir = Path(workdir).absolute()
     if not workdir.is_dir():
-        raise fail(f"work folder not found: {workdir}")
+        raise fail(f"work folder {'is not a folder' if workdir.exists() else 'not found'}: {workdir}")
     if checkpoint is not None and not checkpoint.is_file():
         raise fail(f"checkpoint not found: {checkpoint}")
     runs = read_runs(workdir)
     agreements = report_sweep.read_agreements(workdir / report_sweep.AGREEMENT_FILE)
     _apply_agreements(runs, agreements)
     drift, drift_problem = read_drift(workdir)
+    if drift is not None:
+        _apply_drift_accuracy(runs, drift)
     chip = normalise_chip(chip) if chip else None
     data = ReportData(workdir, model_info(checkpoint or _find_checkpoint(workdir), arch), runs, chip, agreements,
                       drift, drift_problem, environment(runs), list(notes),
@@ -452,14 +480,18 @@ def drift_table(data: ReportData) -> Table | None:
         accuracy = pair.get("accuracy") if isinstance(pair.get("accuracy"), dict) else {}
         diff = accuracy.get("top1_diff", accuracy.get("top1_difference"))
         flipped = pair.get("flipped") if isinstance(pair.get("flipped"), list) else []
+        sides = [accuracy.get(side) if isinstance(accuracy.get(side), dict) else {} for side in ("reference", "other")]
+        top1 = (f"{_frac(sides[0].get('top1'))} -> {_frac(sides[1].get('top1'))}"
+                if sides[0].get("top1") is not None else "n/a")
         rows.append([str(pair.get("name", "?")), str(pair.get("images", "n/a")), _frac(pair.get("top1_agreement")),
                      _frac(pair.get("top5_agreement")), _num(pair.get("cosine_min"), ".6f"),
                      _num(pair.get("cosine_mean"), ".6f"), _num(pair.get("max_abs_diff")),
-                     _num(pair.get("max_rel_diff")), _frac(diff, 3) if diff is not None else "n/a",
+                     _num(pair.get("max_rel_diff")), top1, _frac(diff, 3) if diff is not None else "n/a",
                      _num(pair.get("mcnemar_p")), str(len(flipped))])
     return Table(f"Accuracy drift against {data.drift.get('reference', '?')} (compare.py)",
                  ["compared", "images", "top-1 agreement", "top-5 agreement", "cosine min", "cosine mean",
-                  "max |diff|", "max |diff| / max |logit|", "top-1 accuracy diff", "McNemar p", "top-1 flips"], rows)
+                  "max |diff|", "max |diff| / max |logit|", "top-1 accuracy", "top-1 accuracy diff", "McNemar p",
+                  "top-1 flips"], rows)
 
 
 def throughput_table(data: ReportData) -> Table:
@@ -604,6 +636,8 @@ def throughput_plot(data: ReportData) -> str:
         if run.batch is None:
             continue
         label = run.backend + (f" on {run.backend_device}" if run.backend_device else "") + " per device"
+        if run.batch in series.get(label, {}):  # a second run of one backend at one batch size: its own line
+            label = f"{label} ({run.name})"
         series.setdefault(label, {})[run.batch] = run.fps
         card = run_card_fps(run, data.chip)
         if card is not None:

@@ -218,9 +218,11 @@ def test_ais_bench_summaries_drift_and_card_figures(tmp_path):
         {"name": "onnx", "images": 12, "top1_agreement": 1.0, "top5_agreement": 1.0, "cosine_min": 0.9999991,
          "cosine_mean": 0.9999998, "max_abs_diff": 1.2e-5, "max_rel_diff": 3e-7, "accuracy": {}, "mcnemar_p": 1.0,
          "flipped": []},
-        {"name": "fp16", "images": 12, "top1_agreement": 11 / 12, "top5_agreement": 1.0, "cosine_min": 0.99,
-         "cosine_mean": 0.999, "max_abs_diff": 0.01, "max_rel_diff": 2e-3, "mcnemar_p": 1.0,
-         "flipped": [{"image": "img_003", "reference": 4, "other": 7, "label": 4}]}]}
+        {"name": "fp16", "source": str(work / "result" / "bs16"), "images": 12, "top1_agreement": 11 / 12,
+         "top5_agreement": 1.0, "cosine_min": 0.99, "cosine_mean": 0.999, "max_abs_diff": 0.01, "max_rel_diff": 2e-3,
+         "mcnemar_p": 1.0, "flipped": [{"image": "img_003", "reference": 4, "other": 7, "label": 4}],
+         "accuracy": {"images": 12, "reference": {"top1": 0.5, "top5": 0.75}, "other": {"top1": 0.25, "top5": 0.75},
+                      "top1_diff": -0.25}}]}
     (work / "drift.json").write_text(json.dumps(drift))
     proc = run_report(work, "--chip", "310", "--arch", "RepVGG-A0")
     assert proc.returncode == 0, proc.stderr
@@ -235,6 +237,11 @@ def test_ais_bench_summaries_drift_and_card_figures(tmp_path):
     drift_rows = tables["Accuracy drift against torch (compare.py)"][1:]
     assert [r[0][0] for r in drift_rows] == ["onnx", "fp16"]
     assert drift_rows[1][2][0] == "91.67%" and drift_rows[1][-1][0] == "1"
+    assert drift_rows[1][8][0] == "50.00% -> 25.00%" and drift_rows[1][9][0] == "-25.000%"
+    # bs16 has no result.json of its own: its accuracy is compare.py's, and says so
+    accuracy = {r[1][0]: r for r in tables["Accuracy per backend and batch size"][1:]}
+    assert [accuracy["16"][i][0] for i in (3, 4, 5)] == ["25.00%", "75.00%", "drift.json (compare.py)"]
+    assert accuracy["1"][5][0] == "result_bs1.json"
     page = (work / "report.html").read_text()
     assert "img_003" in page
     # bs1 keeps no per-batch times: the plot shows bs16 only
