@@ -21,6 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 PUBLISHED_MARKERS = ("D", "s", "^", "v", "P", "X")
 OURS_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22")
 PUBLISHED_COLOUR = "#d62728"
+MAX_POINTS = 400  # per-batch samples drawn as dots per run; the box summarises all of them
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,9 @@ def compute_time_figure(runs: Sequence[TimeSamples], title: str) -> str:
     axes.boxplot(data, positions=positions, widths=0.5, showfliers=False,
                  medianprops={"color": OURS_COLOURS[0], "linewidth": 2})
     for position, samples in zip(positions, data, strict=True):
-        spread = [position + 0.18 * ((i * 0.618) % 1.0 - 0.5) for i in range(len(samples))]  # deterministic jitter
-        axes.scatter(spread, samples, s=8, alpha=0.5, color="#555555", zorder=3)
+        shown = samples[::-(-len(samples) // MAX_POINTS)]  # an even subsample keeps a 50,000-batch run's SVG small
+        spread = [position + 0.18 * ((i * 0.618) % 1.0 - 0.5) for i in range(len(shown))]  # deterministic jitter
+        axes.scatter(spread, shown, s=8, alpha=0.5, color="#555555", zorder=3)
     labels = [f"{run.label}\nn={len(run.samples_ms)}" for run in runs]
     axes.set_xticks(positions, labels, fontsize=8)
     if any(min(samples) > 0 for samples in data if samples) and _spans_decade(data):

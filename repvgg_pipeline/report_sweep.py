@@ -54,9 +54,12 @@ def _logits(folder: Path) -> tuple[list[str], np.ndarray]:
     return dumps.keys, read_dumps(dumps)
 
 
-def compare(reference: Path, other: Path, name: str) -> Comparison:
-    """Compare the dumps under `other` with those under `reference` (any layout postprocess.py reads)."""
-    ref_keys, ref = _logits(reference)
+def compare(reference: Path | tuple[list[str], np.ndarray], other: Path, name: str) -> Comparison:
+    """Compare the dumps under `other` with those under `reference` (any layout postprocess.py reads).
+
+    `reference` may be given already read, as (keys, logits), so a sweep reads it once.
+    """
+    ref_keys, ref = reference if isinstance(reference, tuple) else _logits(reference)
     keys, logits = _logits(other)
     index = {key: row for row, key in enumerate(ref_keys)}
     common = [(index[key], row) for row, key in enumerate(keys) if key in index]
@@ -64,7 +67,7 @@ def compare(reference: Path, other: Path, name: str) -> Comparison:
     rows = np.array([r for _, r in common], dtype=np.int64)
     a, b = ref[rows_ref], logits[rows]
     if a.shape[1:] != b.shape[1:]:
-        raise fail(f"{other}: {b.shape[1]} values per dump, the reference {reference} has {a.shape[1]}")
+        raise fail(f"{other}: {b.shape[1]} values per dump, the reference has {a.shape[1]}")
     top_a, top_b = top_k_indices(a, TOP_K), top_k_indices(b, TOP_K)
     with np.errstate(invalid="ignore"):
         diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
@@ -83,7 +86,8 @@ def compare(reference: Path, other: Path, name: str) -> Comparison:
 def build_agreement(backend: str, runs: list[tuple[str, Path]]) -> dict:
     """The batch_agreement.json content: the first run is the reference."""
     reference_name, reference_dir = runs[0]
-    comparisons = [compare(reference_dir, folder, name) for name, folder in runs[1:]]
+    reference = _logits(reference_dir)
+    comparisons = [compare(reference, folder, name) for name, folder in runs[1:]]
     return {
         "backend": backend,
         "reference": reference_name,
