@@ -31,8 +31,10 @@ from repvgg_pipeline import atomic, plots, report_sweep
 from repvgg_pipeline.cli import fail, first_line
 from repvgg_pipeline.formats import summary as summary_format
 from repvgg_pipeline.formats.perf import DEVICES_PER_CARD, card_fps, normalise_chip, read_perf
+from repvgg_pipeline.formats.perf import _batch_from_args as batch_and_model
 from repvgg_pipeline.formats.result import read_result
 from repvgg_pipeline.report import Row, format_table
+from repvgg_pipeline.report import _accuracy as accuracy_fraction
 
 RESULT_DIR = "result"
 DRIFT_FILE = "drift.json"
@@ -82,16 +84,7 @@ class RunReport:
         return f"{value * 100:.2f}%" if isinstance(value, int | float) else "n/a"
 
     def top_fraction(self, k: int) -> float | None:
-        if self.result is None:
-            return None
-        value = (self.result.get("metrics") or {}).get(f"top{k}")
-        if isinstance(value, int | float):
-            return float(value)
-        text = self.result["table"].get(f"Top{k} accuracy")
-        try:
-            return float(str(text).rstrip("%")) / 100 if text is not None else None
-        except ValueError:
-            return None
+        return None if self.result is None else accuracy_fraction(self.result, k)
 
     @property
     def images(self) -> int | None:
@@ -142,16 +135,8 @@ def _backend_of(data: dict, model: str) -> tuple[str, str]:
 
 
 def _model_of(data: dict) -> str:
-    args = data.get("args")
-    if isinstance(args, dict):
-        return str(args.get("model") or "")
-    if isinstance(args, list):
-        words = [str(a) for a in args]
-        for i, word in enumerate(words):
-            flag, eq, value = word.partition("=")
-            if flag in ("--model", "-m", "--om-model", "--om_model"):
-                return value if eq else (words[i + 1] if i + 1 < len(words) else "")
-    return ""
+    """The model path in a summary's args (infer.py's dict or the real CLI's argv), as parse_perf.py reads it."""
+    return batch_and_model(data.get("args"))[1] or ""
 
 
 def per_batch_times(data: dict) -> list[float] | None:
