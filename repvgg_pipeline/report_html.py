@@ -426,12 +426,12 @@ def model_table(data: ReportData) -> Table:
         rows.append(["problem", m.problem])
     release = m.official or m.variant_release
     if release is not None:
-        which = "this checkpoint" if m.official else f"the official {release.variant} release ({release.file_name})"
+        which = "this checkpoint" if m.official else f"official {release.variant} release {release.file_name}"
         rows.append(["published top-1 / top-5", f"{release.top1}% / {release.top5}% ({which}; top-5 re-measured "
                                                  "by timm)" if release.top5 != "-" else f"{release.top1}% ({which})"])
     if m.variant == PUBLISHED_VARIANT:
         rows.append(["published top-1 (ModelZoo)",
-                     "; ".join(f"{k} {v}%" for k, v in PUBLISHED_TOP1.items()) + f" ({PUBLISHED_SOURCE})"])
+                     "; ".join(f"{k} {v}%" for k, v in PUBLISHED_TOP1.items()) + " (Ascend ModelZoo RepVGG README)"])
     return Table("Model", ["", ""], rows)
 
 
