@@ -19,7 +19,7 @@ With your data:
 
 Steps: pth2onnx.py -> preprocess.py -> gen_dataset_info.py -> scripts/atc_convert.sh + infer.py with
 ais_bench (when `atc` and `npu-smi` work) or infer.py with ONNX Runtime -> postprocess.py -> parse_perf.py
--> table (also in WORKDIR/report.md).
+-> table, report.html and report.md in WORKDIR (report.py).
 
 Options:
   --checkpoint PATH   training checkpoint (PyTorch .pth, MindSpore .ckpt / .safetensors); without it, the demo
@@ -29,7 +29,8 @@ Options:
   --arch NAME         RepVGG variant, e.g. RepVGG-A0, RepVGG-B1g2 (default: recognised from the checkpoint)
   --input-size N      model input size (default 224)
   --workdir DIR       where everything is written (default: ./demo_out for the demo, else ./work_dir)
-  --batch-sizes "1 16"  batch sizes to run (default "1 16")
+  --batch-sizes "1 16"  batch sizes to run, spaces or commas (default "1 16"); e.g. 1,4,8,16,32,64 for a
+                      sweep: one OM per size on Ascend; accuracy computed once when all give the same top-5
   --backend B         auto (default), onnxruntime or ascend
   --chip C            310 or 310P: per-card throughput (default: from npu-smi on Ascend, none otherwise)
   --device N          NPU id for ais_bench (default 0)
@@ -181,19 +182,32 @@ fi
 # ---- 4. inference, ais_bench output layout
 # ais_bench writes only into folders of at most rwxr-x--- (its path_security_check.py): make result/ so
 [[ "$backend_name" != ais_bench ]] || mkdir -p -m 750 -- "$workdir/result"
-report_runs=()
 summaries=()
+sweep_runs=()
 for i in "${!batch_list[@]}"; do
   b="${batch_list[$i]}"
   step "4/6 infer: batch $b with $backend_name"
   "$PYTHON" "$ROOT/infer.py" "${models[$i]}" "$workdir/repvgg_prep_bin.info" "$workdir/result" \
     --output_dirname "bs$b" --batch-size "$b" --device "$device"
-  # ---- 5. accuracy
-  step "5/6 postprocess: top-k accuracy of batch $b"
-  "$PYTHON" "$ROOT/postprocess.py" "$workdir/result/bs$b" "$labels" "$workdir/result_bs$b.json"
-  report_runs+=(--run "$b" "$workdir/result_bs$b.json" "$workdir/result/bs${b}_summary.json")
   summaries+=("$workdir/result/bs${b}_summary.json")
+  sweep_runs+=("bs$b=$workdir/result/bs$b")
 done
+
+# ---- 5. accuracy: once per backend when every batch size gives each image the same top-5, else per batch size
+b0="${batch_list[0]}"
+step "5/6 postprocess: top-k accuracy of batch $b0"
+"$PYTHON" "$ROOT/postprocess.py" "$workdir/result/bs$b0" "$labels" "$workdir/result_bs$b0.json"
+rm -f -- "$workdir/batch_agreement.json"
+for b in "${batch_list[@]:1}"; do rm -f -- "$workdir/result_bs$b.json"; done  # ours, from an earlier run
+if [[ ${#batch_list[@]} -gt 1 ]]; then
+  step "5/6 compare the dumps of batch ${batch_list[*]}: equal top-5 means equal accuracy"
+  differing="$("$PYTHON" -m repvgg_pipeline.report_sweep --backend "$backend_name" \
+    --json "$workdir/batch_agreement.json" "${sweep_runs[@]}")"
+  for name in $differing; do
+    step "5/6 postprocess: $name differs from bs$b0, its own accuracy"
+    "$PYTHON" "$ROOT/postprocess.py" "$workdir/result/$name" "$labels" "$workdir/result_$name.json"
+  done
+fi
 
 # ---- 6. throughput, then the table
 step "6/6 parse_perf: throughput"
@@ -208,17 +222,13 @@ if [[ "$demo" == 1 ]]; then
   while IFS= read -r line; do notes+=("    $line"); done \
     < <(grep -iE 'agree|diff' "$workdir/pth2onnx.log" || echo "(see $workdir/pth2onnx.log)")
 fi
-[[ "$backend" == ascend ]] || notes+=("Throughput is ONNX Runtime on this machine's $(
-  "$PYTHON" -c 'import onnxruntime as o; print(o.get_device())') compute only, not an Ascend figure.")
 notes+=("Finished in $((SECONDS - start)) s; everything is in $workdir.")
 note_args=()
 for n in "${notes[@]}"; do note_args+=(--note "$n"); done
-model_name="${arch:-$(basename -- "$checkpoint")}"
-report_args=(--model "$model_name" --backend "$backend_name" "${report_runs[@]}" "${note_args[@]}"
-             --out "$workdir/report.md")
+report_args=("$workdir" --checkpoint "$checkpoint" "${note_args[@]}")
+[[ -z "$arch" ]] || report_args+=(--arch "$arch")
 [[ -z "$chip" ]] || report_args+=(--chip "$chip")
 echo
-"$PYTHON" -m repvgg_pipeline.report "${report_args[@]}"
 
 # ---- 7. accuracy drift (issue 10): the PyTorch reference beside the float32 ONNX run and, without an NPU,
 # the FP16 preview of ATC's precision mode (on Ascend: the OM), on the same images at one batch size
@@ -254,3 +264,5 @@ elif [[ "$drift" == 1 ]]; then
     "kernels: ATC's own fusions and kernels can drift more or less (README, 'FP16 preview')."
   echo "$PROG: drift record in $workdir/drift.json; all done in $((SECONDS - start)) s."
 fi
+echo
+"$PYTHON" "$ROOT/report.py" "${report_args[@]}"
