@@ -59,7 +59,7 @@ def make_workdir(root: Path, batches: tuple[int, ...] = BATCHES, sweep: bool = T
                           f"bs{batch}", "--batch-size", batch, "--threads", 1)
         assert proc.returncode == 0, proc.stderr
     proc = run_script("postprocess.py", work / "result" / f"bs{batches[0]}", work / "val_label.txt",
-                      work / f"result_bs{batches[0]}.json")
+                      work / f"result_bs{batches[0]}.json", "--num-classes", CLASSES)
     assert proc.returncode == 0, proc.stderr
     if sweep and len(batches) > 1:
         proc = run_sweep("--backend", "onnxruntime", "--json",
@@ -194,7 +194,7 @@ def test_sweep_reports_a_batch_size_whose_outputs_differ(tmp_path):
     assert "top-1 differs on 1, top-5 on 1 of 12 images" in proc.stderr
 
     assert run_script("postprocess.py", work / "result" / "bs4", work / "val_label.txt",
-                      work / "result_bs4.json").returncode == 0
+                      work / "result_bs4.json", "--num-classes", CLASSES).returncode == 0
     assert run_report(work).returncode == 0
     rows = {r[1][0]: r for r in html_tables(work / "report.html")["Accuracy per backend and batch size"][1:]}
     assert rows["4"][5][0].startswith("differs from bs1: top-1 changed on 1 of 12")
