@@ -35,18 +35,89 @@ Options:
   --device N          NPU id for ais_bench (default 0)
   --soc_version V     passed to atc_convert.sh (default: detected from npu-smi)
   --aipp              Ascend only: uint8 tensors, normalised on the device by AIPP (atc_convert.sh --aipp)
+  --overwrite         redo every step, also in a work folder made with other settings (it remembers
+                      checkpoint, arch, input size, images and tensor type, and refuses others without this)
   -h, --help          this help
 Environment: PYTHON (default: python, else python3).
+
+Every option and input is checked before the first step. Unreadable images are listed in
+WORKDIR/prep_bin/failed.txt; the run goes on with the others and exits 1 at the end. A run stopped
+part-way (Ctrl-C) resumes when rerun with the same options.
 EOF
 }
 
 # shellcheck source=common.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"  # die, parse_batch_sizes
-step() { echo; echo "== $PROG: $*"; }
+current_step=""
+step() { current_step="$*"; echo; echo "== $PROG: $*"; }
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
 
+# What a run writes into the work folder (globs). The settings check refuses a folder holding any of these
+# without a settings record; --overwrite in a folder made with other settings removes exactly these.
+OUTPUTS=(repvgg.onnx repvgg_prep_bin.info prep_bin result 'result_bs*.json' report.md pth2onnx.log 'repvgg_bs*.om'
+         aipp.config)
+MADE_FROM_SETTINGS=(repvgg.onnx prep_bin result 'repvgg_bs*.om')
+
+first_existing() {  # the first of the globs $@ that exists in $workdir, or nothing
+  (cd -- "$workdir" 2>/dev/null || exit 0
+   shopt -s nullglob
+   for glob in "$@"; do
+     for path in $glob; do [[ ! -e "$path" && ! -L "$path" ]] || { echo "$path"; exit 0; }; done
+   done)
+}
+
+clear_outputs() {  # --overwrite in a folder made with other settings: remove what the earlier runs wrote, nothing else
+  (cd -- "$workdir" && shopt -s nullglob \
+   && rm -f -- repvgg.onnx repvgg_prep_bin.info report.md pth2onnx.log aipp.config result_bs*.json repvgg_bs*.om \
+   && rm -f -- prep_bin/*.bin prep_bin/val_label.txt prep_bin/failed*.txt prep_bin/.preprocess-settings.json \
+   && for d in result/bs*/; do rm -f -- "$d"*_[0-9]*.bin "$d"*_[0-9]*.npy "$d"*_[0-9]*.txt; rmdir -- "$d" 2>/dev/null; done \
+   ; rm -f -- result/bs*_summary.json && { rmdir -- prep_bin result 2>/dev/null; true; }) \
+    || die "--overwrite: cannot remove the earlier outputs in $workdir"
+  echo "$PROG: --overwrite: removed the outputs of the earlier run (other settings) from $workdir"
+}
+
+check_settings() {  # $1 record file, $2... "key=value": die unless the work folder may be used with these settings
+  local file="$1" line key old new found changed=()
+  shift
+  if [[ ! -e "$file" && ! -L "$file" ]]; then
+    local ours=("${OUTPUTS[@]}")
+    [[ "$demo" == 0 ]] || ours+=(images '*-random-weights.pth')
+    found="$(first_existing "${ours[@]}")"
+    [[ -z "$found" ]] || die "$workdir already holds '$found', which no recorded run of $PROG wrote; choose another --workdir (nothing was changed)"
+    return 0
+  fi
+  [[ -f "$file" && -r "$file" ]] || die "cannot read the settings record $file"
+  local -A previous=()
+  while IFS= read -r line; do
+    [[ "$line" == \#* || "$line" != *=* ]] || previous["${line%%=*}"]="${line#*=}"
+  done <"$file"
+  for line in "$@"; do
+    key="${line%%=*}" new="$(printf '%q' "${line#*=}")"
+    old="${previous[$key]-$new}"  # a key an older record lacks is not a change
+    [[ "$old" == "$new" ]] || changed+=("$key ${old:0:40} -> ${new:0:40}")
+  done
+  [[ ${#changed[@]} -gt 0 ]] || return 0
+  [[ -n "$(first_existing "${MADE_FROM_SETTINGS[@]}")" ]] || return 0  # nothing made from the old settings yet
+  changed=("$(printf '%s; ' "${changed[@]}")")
+  [[ "$overwrite" == 1 ]] || die "$workdir holds the outputs of other settings (${changed[0]%; }); pass --overwrite to redo it with these, or choose another --workdir (nothing was changed)"
+  clear_outputs
+}
+
+write_settings() {  # $1 record file, $2... "key=value" lines ("# ..." lines verbatim), written atomically
+  local file="$1" line tmp
+  shift
+  tmp="$(mktemp "$file.tmp-XXXXXX" 2>/dev/null)" || die "cannot write in $(dirname -- "$file")"
+  chmod "$(printf '%04o' $((0666 & ~0$(umask))))" "$tmp"  # mktemp makes it 0600; a record is as readable as the rest
+  {
+    echo "# $PROG: what this work folder's outputs are made from; a run with other values is refused (or redone with --overwrite)"
+    for line in "$@"; do
+      if [[ "$line" == \#* ]]; then echo "${line//$'\n'/\\n}"; else printf '%s=%q\n' "${line%%=*}" "${line#*=}"; fi
+    done
+  } >"$tmp" && mv -f -- "$tmp" "$file" || { rm -f -- "$tmp"; die "cannot write the settings record $file"; }
+}
+
 checkpoint="" images="" labels="" arch="" input_size=224 workdir="" batch_sizes="1 16" backend=auto chip=""
-device=0 soc_version="" aipp=0
+device=0 soc_version="" aipp=0 overwrite=0
 while [[ $# -gt 0 ]]; do
   arg="$1"
   if [[ "$arg" == --*=* ]]; then set -- "${arg%%=*}" "${arg#*=}" "${@:2}"; arg="$1"; fi
@@ -64,13 +135,17 @@ while [[ $# -gt 0 ]]; do
     --device) need_value "$@"; device="$2"; shift 2 ;;
     --soc_version|--soc-version) need_value "$@"; soc_version="$2"; shift 2 ;;
     --aipp) aipp=1; shift ;;
+    --overwrite|--force) overwrite=1; shift ;;
     *) die "unknown option '$arg' (see --help)" ;;
   esac
 done
 
-# ---- check everything before the first step
+# ---- check everything before the first step: nothing is written until all of it has passed
 PYTHON="${PYTHON:-$(command -v python || command -v python3 || true)}"
 [[ -n "$PYTHON" ]] || die "no python found: install Python 3.10+ and 'pip install -r requirements.txt'"
+command -v -- "$PYTHON" >/dev/null 2>&1 || die "PYTHON=$PYTHON: no such program; set PYTHON to a Python 3.10+ interpreter"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1 \
+  || die "PYTHON=$PYTHON does not run Python 3.10+; set PYTHON to a Python 3.10+ interpreter"
 demo=0
 if [[ -z "$checkpoint" && -z "$images" && -z "$labels" ]]; then
   demo=1
@@ -78,13 +153,14 @@ if [[ -z "$checkpoint" && -z "$images" && -z "$labels" ]]; then
   arch="${arch:-RepVGG-A0}"
 else
   [[ -n "$checkpoint" && -n "$images" ]] || die "give both --checkpoint and --images (or no options for the demo)"
-  [[ -f "$checkpoint" ]] || die "checkpoint not found: $checkpoint"
-  [[ -d "$images" ]] || die "image folder not found: $images"
-  [[ -z "$labels" || -f "$labels" ]] || die "label file not found: $labels"
+  check_file checkpoint "$checkpoint"
+  check_dir "image folder" "$images"
+  [[ -z "$labels" ]] || check_file "label file" "$labels"
   workdir="${workdir:-work_dir}"
 fi
-[[ "$input_size" =~ ^[1-9][0-9]*$ ]] || die "--input-size must be a positive integer, got '$input_size'"
-[[ "$device" =~ ^[0-9]+$ ]] || die "--device must be a non-negative integer, got '$device'"
+[[ "$input_size" =~ ^[1-9][0-9]{0,3}$ ]] && (( input_size >= 32 && input_size <= 2048 )) \
+  || die "--input-size must be an integer from 32 to 2048 (RepVGG downsamples by 32), got '$input_size'"
+[[ "$device" =~ ^[0-9]{1,4}$ ]] || die "--device must be a non-negative integer, got '$device'"
 parse_batch_sizes "$batch_sizes"
 case "$backend" in
   auto)
@@ -96,31 +172,111 @@ case "$backend" in
   onnxruntime) ;;
   ascend)
     command -v npu-smi >/dev/null 2>&1 || die "--backend ascend: npu-smi not found (is the Ascend driver installed?)"
+    npu-smi info >/dev/null 2>&1 || die "--backend ascend: 'npu-smi info' fails: is the NPU driver loaded?"
     command -v atc >/dev/null 2>&1 \
       || die "--backend ascend: atc not found: run 'source /usr/local/Ascend/ascend-toolkit/set_env.sh' first" ;;
   *) die "--backend must be auto, onnxruntime or ascend, got '$backend'" ;;
 esac
 [[ "$aipp" == 0 || "$backend" == ascend ]] || die "--aipp applies to OM models only; no Ascend NPU is in use here"
+[[ -z "$soc_version" || "$backend" == ascend ]] || die "--soc_version applies to OM models only; no Ascend NPU is in use here"
+[[ -z "$soc_version" || "$soc_version" =~ ^[A-Za-z0-9_]+$ ]] || die "--soc_version must look like Ascend310P3, got '$soc_version'"
 if [[ "$backend" == ascend && -z "$chip" ]]; then
   # "310P3" -> 310P (one chip per card), "310" -> 310 (four per card), as parse_perf.py counts them
-  chip="$(npu-smi info 2>/dev/null | sed -nE 's/^\|[[:space:]]*[0-9]+[[:space:]]+(Ascend)?(310P?)[A-Za-z0-9]*[[:space:]]*\|.*/\2/p' \
-    | head -n 1)"
+  chip="$( (npu-smi info 2>/dev/null || true) \
+    | sed -nE 's/^\|[[:space:]]*[0-9]+[[:space:]]+(Ascend)?(310P?)[A-Za-z0-9]*[[:space:]]*\|.*/\2/p' | head -n 1)"
 fi
+dtype=float32
+[[ "$aipp" == 0 ]] || dtype=uint8
 
 abspath() { [[ -z "$1" || "$1" == /* ]] && echo "$1" || echo "$PWD/$1"; }
 checkpoint="$(abspath "$checkpoint")" images="$(abspath "$images")" labels="$(abspath "$labels")"
-mkdir -p -- "$workdir"
-workdir="$(cd -- "$workdir" && pwd)"
+workdir="$(abspath "$workdir")"
+check_writable_dir "--workdir" "$workdir"
+# Inputs and outputs must not overlap: the steps would read what they write (or scan their own outputs).
+real_workdir="$(realpath -m -- "$workdir")"
+if [[ "$demo" == 0 ]]; then
+  real_images="$(realpath -m -- "$images")"
+  [[ "$real_workdir" != "$real_images" ]] || die "--workdir and --images are the same folder ($images); give another --workdir"
+  [[ "$real_workdir/" != "$real_images/"* ]] \
+    || die "--workdir $workdir lies inside the image folder $images; choose a work folder outside it"
+  for input in "$real_images" "$(realpath -m -- "$checkpoint")" ${labels:+"$(realpath -m -- "$labels")"}; do
+    for out in prep_bin result repvgg.onnx repvgg_prep_bin.info report.md; do
+      [[ "$input/" != "$real_workdir/$out/"* ]] \
+        || die "input $input is in $workdir/$out, which this script writes; move it or choose another --workdir"
+    done
+  done
+else
+  real_images="$real_workdir/images"
+fi
+
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # for `python -m repvgg_pipeline...` from any folder
+# The Python side of the checks: interpreter and packages, the images and their labels, --chip, the checkpoint's sha256.
+input_facts="$("$PYTHON" - "$demo" "$images" "$labels" "$chip" "$checkpoint" <<'PY'
+import signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: no traceback
+def die(message):
+    print(f"run_pipeline.sh: error: {message}", file=sys.stderr)
+    sys.exit(2)
+import hashlib, importlib.util
+missing = [m for m in ("numpy", "PIL", "tqdm", "torch", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+if missing:
+    die(f"{sys.executable} lacks {', '.join(missing)}: run '{sys.executable} -m pip install -r requirements.txt'")
+from repvgg_pipeline.cli import UserError
+demo, images, labels, chip, checkpoint = sys.argv[1:6]
+sha, count, layout = "demo", 0, "demo"
+try:
+    if chip:
+        from repvgg_pipeline.formats.perf import normalise_chip
+        chip = normalise_chip(chip)
+    if demo != "1":
+        from repvgg_pipeline.dataset import FLAT, find_images
+        from repvgg_pipeline.formats.labels import image_key, read_labels
+        found = find_images(images)
+        count, layout = len(found.items), found.layout
+        if labels:
+            known = read_labels(labels)
+            if not any(image_key(item.name) in known for item in found.items):
+                die(f"none of the {count} images in {images} has a label in {labels}")
+        elif found.layout == FLAT:
+            die(f"{images} holds images without class subfolders: give their labels with --labels val_label.txt")
+        digest = hashlib.sha256()
+        with open(checkpoint, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        sha = digest.hexdigest()
+except UserError as err:
+    die(f"--chip: {err}" if "chip" in str(err) else str(err))
+except OSError as err:
+    die(f"cannot read {err.filename}: {err.strerror}")
+print(sha, chip or "-", count, layout)
+PY
+)" || exit $?
+read -r checkpoint_sha chip image_count image_layout <<<"$input_facts"
+[[ "$chip" != - ]] || chip=""
+
+# ---- the work folder remembers what its outputs were made from, and refuses to mix them with others
+settings_file="$workdir/.run_pipeline-settings"
+settings=("checkpoint_sha256=$checkpoint_sha" "arch=${arch:-auto}" "input_size=$input_size" "images=$real_images"
+          "tensor_dtype=$dtype")  # what the ONNX model, the tensors and the dumps depend on
+check_settings "$settings_file" "$overwrite" "${settings[@]}"
+mkdir -p -- "$workdir" 2>/dev/null || die "cannot create --workdir $workdir"
+workdir="$(cd -- "$workdir" && pwd)"
+write_settings "$settings_file" "${settings[@]}" \
+  "# recorded, not binding: checkpoint=${checkpoint:-generated} labels=${labels:-from the class folders} batch_sizes=${batch_list[*]} backend=$backend"
 start=$SECONDS
+trap 'echo "$PROG: interrupted; rerun the same command to resume" >&2; exit 130' INT TERM
+trap 'rc=$?; [[ $rc == 0 || $rc == 130 || -z "$current_step" ]] || echo "== $PROG: stopped in step \"$current_step\" (exit $rc): see the error above"' EXIT
 echo "$PROG: work folder $workdir; backend $backend; batch sizes ${batch_list[*]}; python $PYTHON"
+[[ "$demo" == 1 ]] || echo "$PROG: $image_count images ($image_layout) in $images; checkpoint sha256 ${checkpoint_sha:0:12}..."
 
 # ---- 0. demo inputs: random-weight checkpoint + generated images (deterministic, so reruns reuse them)
 if [[ "$demo" == 1 ]]; then
   step "demo inputs: random $arch checkpoint and generated images"
   checkpoint="$workdir/${arch}-random-weights.pth"
   if [[ ! -f "$checkpoint" ]]; then
-    "$PYTHON" -c 'import sys; from repvgg_model import write_random_checkpoint as w; w(sys.argv[1], arch=sys.argv[2])' \
+    "$PYTHON" -c 'import sys; from repvgg_model import write_random_checkpoint as w; from repvgg_pipeline.cli import UserError
+try: w(sys.argv[1], arch=sys.argv[2])
+except UserError as err: print(f"run_pipeline.sh: error: --arch: {err}", file=sys.stderr); sys.exit(2)' \
       "$checkpoint" "$arch"
   fi
   echo "checkpoint: $checkpoint"
@@ -134,13 +290,22 @@ step "1/6 pth2onnx: fuse and export to ONNX, compare with PyTorch"
 onnx="$workdir/repvgg.onnx"
 export_args=("$checkpoint" "$onnx" --input-size "$input_size" --verify-images "$images")
 [[ -z "$arch" ]] || export_args+=(--arch "$arch")
-"$PYTHON" "$ROOT/pth2onnx.py" "${export_args[@]}" 2>&1 | tee "$workdir/pth2onnx.log"
+: >"$workdir/pth2onnx.log"  # its stdout and stderr, for the notes; its errors also go to stderr
+"$PYTHON" "$ROOT/pth2onnx.py" "${export_args[@]}" 2> >(tee -a "$workdir/pth2onnx.log" >&2) | tee -a "$workdir/pth2onnx.log"
 
 # ---- 2. images -> .bin tensors, and their info file
-dtype=float32
-[[ "$aipp" == 0 ]] || dtype=uint8
 step "2/6 preprocess + gen_dataset_info: images -> $dtype .bin tensors"
-"$PYTHON" "$ROOT/preprocess.py" "$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype"
+prep_args=("$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype")
+[[ "$overwrite" == 0 ]] || prep_args+=(--overwrite)
+rc=0
+"$PYTHON" "$ROOT/preprocess.py" "${prep_args[@]}" || rc=$?
+unreadable=0  # exit 1 with a failure list: some images could not be read; go on with the others
+if [[ $rc == 1 && -s "$workdir/prep_bin/failed.txt" ]]; then
+  unreadable="$(grep -c '' "$workdir/prep_bin/failed.txt")"
+  echo "$PROG: $unreadable of $image_count images could not be read (listed in $workdir/prep_bin/failed.txt); going on with the others"
+elif [[ $rc != 0 ]]; then
+  exit "$rc"
+fi
 "$PYTHON" "$ROOT/gen_dataset_info.py" bin "$workdir/prep_bin" "$workdir/repvgg_prep_bin.info" "$input_size" "$input_size"
 if [[ -z "$labels" ]]; then
   [[ -f "$workdir/prep_bin/val_label.txt" ]] \
@@ -194,6 +359,7 @@ if [[ "$demo" == 1 ]]; then
 fi
 [[ "$backend" == ascend ]] || notes+=("Throughput is ONNX Runtime on this machine's $(
   "$PYTHON" -c 'import onnxruntime as o; print(o.get_device())') compute only, not an Ascend figure.")
+[[ "$unreadable" == 0 ]] || notes+=("$unreadable of $image_count images could not be read and are not counted above: see $workdir/prep_bin/failed.txt.")
 notes+=("Finished in $((SECONDS - start)) s; everything is in $workdir.")
 note_args=()
 for n in "${notes[@]}"; do note_args+=(--note "$n"); done
@@ -203,3 +369,5 @@ report_args=(--model "$model_name" --backend "$backend_name" "${report_runs[@]}"
 [[ -z "$chip" ]] || report_args+=(--chip "$chip")
 echo
 "$PYTHON" -m repvgg_pipeline.report "${report_args[@]}"
+current_step=""
+[[ "$unreadable" == 0 ]] || die "$unreadable of $image_count images could not be read (listed in $workdir/prep_bin/failed.txt); the figures are over the other $((image_count - unreadable))" 1
