@@ -50,6 +50,7 @@ check_writable_dir() {  # $1 what, $2 path: dies unless it is a writable folder 
   else
     parent="$(dirname -- "$path")"
     while [[ ! -e "$parent" && ! -L "$parent" ]]; do parent="$(dirname -- "$parent")"; done
+    [[ ! -L "$parent" || -e "$parent" ]] || die "cannot create $what $path: $parent is a broken symlink or symlink loop"
     [[ -d "$parent" ]] || die "cannot create $what $path: $parent is not a folder"
     [[ -w "$parent" && -x "$parent" ]] || die "cannot create $what $path: $parent is not writable (permission denied)"
   fi

@@ -70,8 +70,8 @@ clear_outputs() {  # --overwrite in a folder made with other settings: remove wh
   (cd -- "$workdir" && shopt -s nullglob \
    && rm -f -- repvgg.onnx repvgg_prep_bin.info report.md pth2onnx.log aipp.config result_bs*.json repvgg_bs*.om \
    && rm -f -- prep_bin/*.bin prep_bin/val_label.txt prep_bin/failed*.txt prep_bin/.preprocess-settings.json \
-   && for d in result/bs*/; do rm -f -- "$d"*_[0-9]*.bin "$d"*_[0-9]*.npy "$d"*_[0-9]*.txt; rmdir -- "$d" 2>/dev/null; done \
-   ; rm -f -- result/bs*_summary.json && { rmdir -- prep_bin result 2>/dev/null; true; }) \
+   && rm -f -- result/bs*/*_[0-9]*.bin result/bs*/*_[0-9]*.npy result/bs*/*_[0-9]*.txt result/bs*_summary.json \
+   && { rmdir -- result/bs*/ prep_bin result 2>/dev/null; true; }) \
     || die "--overwrite: cannot remove the earlier outputs in $workdir"
   echo "$PROG: --overwrite: removed the outputs of the earlier run (other settings) from $workdir"
 }
@@ -291,7 +291,7 @@ onnx="$workdir/repvgg.onnx"
 export_args=("$checkpoint" "$onnx" --input-size "$input_size" --verify-images "$images")
 [[ -z "$arch" ]] || export_args+=(--arch "$arch")
 : >"$workdir/pth2onnx.log"  # its stdout and stderr, for the notes; its errors also go to stderr
-"$PYTHON" "$ROOT/pth2onnx.py" "${export_args[@]}" 2> >(tee -a "$workdir/pth2onnx.log" >&2) | tee -a "$workdir/pth2onnx.log"
+"$PYTHON" "$ROOT/pth2onnx.py" "${export_args[@]}" 2> >(tee -i -a "$workdir/pth2onnx.log" >&2) | tee -i -a "$workdir/pth2onnx.log"
 
 # ---- 2. images -> .bin tensors, and their info file
 step "2/6 preprocess + gen_dataset_info: images -> $dtype .bin tensors"
@@ -331,6 +331,7 @@ fi
 
 # ---- 4. inference, ais_bench output layout
 report_runs=()
+scoring_problems=()
 summaries=()
 for i in "${!batch_list[@]}"; do
   b="${batch_list[$i]}"
@@ -339,7 +340,14 @@ for i in "${!batch_list[@]}"; do
     --output_dirname "bs$b" --batch-size "$b" --device "$device"
   # ---- 5. accuracy
   step "5/6 postprocess: top-k accuracy of batch $b"
-  "$PYTHON" "$ROOT/postprocess.py" "$workdir/result/bs$b" "$labels" "$workdir/result_bs$b.json"
+  rm -f -- "$workdir/result_bs$b.json"  # an earlier run's figures must not pass for this run's
+  rc=0
+  "$PYTHON" "$ROOT/postprocess.py" "$workdir/result/bs$b" "$labels" "$workdir/result_bs$b.json" || rc=$?
+  if [[ $rc == 1 && -s "$workdir/result_bs$b.json" ]]; then  # scored, with problems it reported: go on, exit 1 at the end
+    scoring_problems+=("batch $b")
+  elif [[ $rc != 0 ]]; then
+    exit "$rc"
+  fi
   report_runs+=(--run "$b" "$workdir/result_bs$b.json" "$workdir/result/bs${b}_summary.json")
   summaries+=("$workdir/result/bs${b}_summary.json")
 done
@@ -360,6 +368,7 @@ fi
 [[ "$backend" == ascend ]] || notes+=("Throughput is ONNX Runtime on this machine's $(
   "$PYTHON" -c 'import onnxruntime as o; print(o.get_device())') compute only, not an Ascend figure.")
 [[ "$unreadable" == 0 ]] || notes+=("$unreadable of $image_count images could not be read and are not counted above: see $workdir/prep_bin/failed.txt.")
+[[ ${#scoring_problems[@]} == 0 ]] || notes+=("postprocess.py reported problems scoring ${scoring_problems[*]} (see its messages above).")
 notes+=("Finished in $((SECONDS - start)) s; everything is in $workdir.")
 note_args=()
 for n in "${notes[@]}"; do note_args+=(--note "$n"); done
@@ -370,4 +379,7 @@ report_args=(--model "$model_name" --backend "$backend_name" "${report_runs[@]}"
 echo
 "$PYTHON" -m repvgg_pipeline.report "${report_args[@]}"
 current_step=""
-[[ "$unreadable" == 0 ]] || die "$unreadable of $image_count images could not be read (listed in $workdir/prep_bin/failed.txt); the figures are over the other $((image_count - unreadable))" 1
+problems=()  # partial results: the table is printed, and the exit code says that not everything was counted
+[[ "$unreadable" == 0 ]] || problems+=("$unreadable of $image_count images could not be read (listed in $workdir/prep_bin/failed.txt); the figures are over the other $((image_count - unreadable))")
+[[ ${#scoring_problems[@]} == 0 ]] || problems+=("postprocess.py reported problems scoring ${scoring_problems[*]}: see its messages above")
+if [[ ${#problems[@]} -gt 0 ]]; then problems=("$(printf '%s; ' "${problems[@]}")"); die "${problems[0]%; }" 1; fi
