@@ -43,7 +43,7 @@ check_writable_dir() {  # $1 what, $2 path: dies unless it is a writable folder 
   local what="$1" path="$2" parent
   if [[ -L "$path" && ! -e "$path" ]]; then die "$what $path: broken symlink or symlink loop"
   elif [[ -e "$path" ]]; then
-    [[ -d "$path" ]] || die "$what $path is a file, not a folder"
+    [[ -d "$path" ]] || die "$what $path is not a folder"
     [[ -w "$path" && -x "$path" ]] || die "$what $path is not writable (permission denied)"
     parent="$(mktemp -p "$path" .write-test.XXXXXX 2>/dev/null)" && rm -f -- "$parent" \
       || die "$what $path is not writable (read-only file system or disk full?)"

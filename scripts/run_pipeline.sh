@@ -91,6 +91,7 @@ check_settings() {  # $1 record file, $2... "key=value": die unless the work fol
   while IFS= read -r line; do
     [[ "$line" == \#* || "$line" != *=* ]] || previous["${line%%=*}"]="${line#*=}"
   done <"$file"
+  [[ -n "${previous[input_size]+set}" ]] || changed+=("the record is damaged")
   for line in "$@"; do
     key="${line%%=*}" new="$(printf '%q' "${line#*=}")"
     old="${previous[$key]-$new}"  # a key an older record lacks is not a change
@@ -141,6 +142,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 # ---- check everything before the first step: nothing is written until all of it has passed
+trap 'echo "$PROG: interrupted; rerun the same command to resume" >&2; exit 130' INT TERM
 PYTHON="${PYTHON:-$(command -v python || command -v python3 || true)}"
 [[ -n "$PYTHON" ]] || die "no python found: install Python 3.10+ and 'pip install -r requirements.txt'"
 command -v -- "$PYTHON" >/dev/null 2>&1 || die "PYTHON=$PYTHON: no such program; set PYTHON to a Python 3.10+ interpreter"
@@ -191,6 +193,7 @@ dtype=float32
 abspath() { [[ -z "$1" || "$1" == /* ]] && echo "$1" || echo "$PWD/$1"; }
 checkpoint="$(abspath "$checkpoint")" images="$(abspath "$images")" labels="$(abspath "$labels")"
 workdir="$(abspath "$workdir")"
+[[ "$workdir" != *$'\n'* ]] || die "--workdir must not contain a line break: the info file lists one tensor path per line"
 check_writable_dir "--workdir" "$workdir"
 # Inputs and outputs must not overlap: the steps would read what they write (or scan their own outputs).
 real_workdir="$(realpath -m -- "$workdir")"
@@ -200,9 +203,9 @@ if [[ "$demo" == 0 ]]; then
   [[ "$real_workdir/" != "$real_images/"* ]] \
     || die "--workdir $workdir lies inside the image folder $images; choose a work folder outside it"
   for input in "$real_images" "$(realpath -m -- "$checkpoint")" ${labels:+"$(realpath -m -- "$labels")"}; do
-    for out in prep_bin result repvgg.onnx repvgg_prep_bin.info report.md; do
-      [[ "$input/" != "$real_workdir/$out/"* ]] \
-        || die "input $input is in $workdir/$out, which this script writes; move it or choose another --workdir"
+    for out in "${OUTPUTS[@]}"; do  # $out unquoted: a pattern
+      [[ "$input" != "$real_workdir/"$out && "$input" != "$real_workdir/"$out/* ]] \
+        || die "input $input is among the outputs this script writes into $workdir; move it or choose another --workdir"
     done
   done
 else
@@ -258,13 +261,16 @@ read -r checkpoint_sha chip image_count image_layout <<<"$input_facts"
 settings_file="$workdir/.run_pipeline-settings"
 settings=("checkpoint_sha256=$checkpoint_sha" "arch=${arch:-auto}" "input_size=$input_size" "images=$real_images"
           "tensor_dtype=$dtype")  # what the ONNX model, the tensors and the dumps depend on
-check_settings "$settings_file" "$overwrite" "${settings[@]}"
-mkdir -p -- "$workdir" 2>/dev/null || die "cannot create --workdir $workdir"
+[[ -d "$workdir" ]] || mkdir -p -- "$workdir" 2>/dev/null || die "cannot create --workdir $workdir"
 workdir="$(cd -- "$workdir" && pwd)"
+if command -v flock >/dev/null 2>&1; then  # two runs in one folder would clear and rewrite each other's files
+  exec 9<"$workdir"
+  flock -n 9 || die "another run of $PROG is using $workdir; wait for it or choose another --workdir"
+fi
+check_settings "$settings_file" "${settings[@]}"
 write_settings "$settings_file" "${settings[@]}" \
   "# recorded, not binding: checkpoint=${checkpoint:-generated} labels=${labels:-from the class folders} batch_sizes=${batch_list[*]} backend=$backend"
 start=$SECONDS
-trap 'echo "$PROG: interrupted; rerun the same command to resume" >&2; exit 130' INT TERM
 trap 'rc=$?; [[ $rc == 0 || $rc == 130 || -z "$current_step" ]] || echo "== $PROG: stopped in step \"$current_step\" (exit $rc): see the error above"' EXIT
 echo "$PROG: work folder $workdir; backend $backend; batch sizes ${batch_list[*]}; python $PYTHON"
 [[ "$demo" == 1 ]] || echo "$PROG: $image_count images ($image_layout) in $images; checkpoint sha256 ${checkpoint_sha:0:12}..."

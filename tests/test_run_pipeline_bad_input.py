@@ -8,6 +8,7 @@ tests that run steps use 64-pixel inputs and a handful of images."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,7 +161,7 @@ def test_workdir_problems_are_one_line(data, tmp_path):
     a_file.write_text("x\n")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     (tmp_path / "images_link").symlink_to(data["images"])
-    cases = {a_file: "is a file, not a folder", a_file / "sub": "is not a folder", tmp_path / "loop": "symlink loop",
+    cases = {a_file: "is not a folder", a_file / "sub": "is not a folder", tmp_path / "loop": "symlink loop",
              tmp_path / "loop" / "sub": "symlink loop", data["images"]: "the same folder",
              tmp_path / "images_link": "the same folder", data["images"] / "work": "inside the image folder"}
     for workdir, message in cases.items():
@@ -179,11 +180,15 @@ def test_inputs_inside_the_outputs_are_refused(data, tmp_path):
     for image in data["images"].iterdir():
         (workdir / "prep_bin" / image.name).symlink_to(image)
     proc = run_pipeline(*user_args(data, workdir, images=workdir / "prep_bin"))
-    assert_one_line_error(proc, 2, "which this script writes")
+    assert_one_line_error(proc, 2, "among the outputs this script writes")
     labels = workdir / "result" / "labels.txt"
     labels.parent.mkdir()
     labels.write_bytes(data["labels"].read_bytes())
-    assert_one_line_error(run_pipeline(*user_args(data, workdir, labels=labels)), 2, "which this script writes")
+    assert_one_line_error(run_pipeline(*user_args(data, workdir, labels=labels)), 2, "among the outputs")
+    labels = workdir / "result_bs4.json"  # postprocess.py would write its result over it
+    labels.write_bytes(data["labels"].read_bytes())
+    assert_one_line_error(run_pipeline(*user_args(data, workdir, labels=labels)), 2, "among the outputs")
+    labels.unlink()
     assert sorted(p.name for p in workdir.iterdir()) == [".run_pipeline-settings", "prep_bin", "result"]
 
 
@@ -196,6 +201,21 @@ def test_a_folder_with_files_this_script_did_not_record_is_refused(data, tmp_pat
     assert_one_line_error(proc, 2, "already holds 'report.md'")
     assert (workdir / "report.md").read_text() == "my own notes\n"
     assert sorted(p.name for p in workdir.iterdir()) == ["keep.txt", "report.md"]
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="no flock(1) here")
+def test_a_folder_in_use_by_another_run_is_refused(data, tmp_path):
+    import fcntl
+
+    workdir = tmp_path / "busy"
+    workdir.mkdir()
+    fd = os.open(workdir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running run_pipeline.sh holds
+        assert_one_line_error(run_pipeline(*user_args(data, workdir)), 2, "another run of run_pipeline.sh")
+    finally:
+        os.close(fd)
+    assert list(workdir.iterdir()) == []
 
 
 @as_root
@@ -350,7 +370,7 @@ def test_atc_convert_bad_paths_and_values_are_one_line(tmp_path):
         (["--onnx", tmp_path], "is a folder"),
         (["--onnx", tmp_path / "empty.onnx"], "is empty"),
         (["--onnx", tmp_path / "loop.onnx"], "symlink loop"),
-        (["--onnx", onnx, "--output-prefix", a_file / "repvgg"], "is a file, not a folder"),
+        (["--onnx", onnx, "--output-prefix", a_file / "repvgg"], "is not a folder"),
         (["--onnx", onnx, "--output-prefix", tmp_path], "is a folder; give a path prefix"),
         (["--onnx", onnx, "--input-name", "a,b"], "--input-name"),
         (["--onnx", onnx, "--soc_version", "Ascend310;reboot"], "--soc_version"),
