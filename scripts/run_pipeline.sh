@@ -83,7 +83,7 @@ check_settings() {  # $1 record file, $2... "key=value": die unless the work fol
     local ours=("${OUTPUTS[@]}")
     [[ "$demo" == 0 ]] || ours+=(images '*-random-weights.pth')
     found="$(first_existing "${ours[@]}")"
-    [[ -z "$found" ]] || die "$workdir already holds '$found', which no recorded run of $PROG wrote; choose another --workdir (nothing was changed)"
+    [[ -z "$found" ]] || die "$workdir already holds '$found', which no recorded run of $PROG wrote; choose another --workdir, or remove it yourself if an earlier version of $PROG made it (nothing was changed)"
     return 0
   fi
   [[ -f "$file" && -r "$file" ]] || die "cannot read the settings record $file"
@@ -227,10 +227,13 @@ if missing:
 from repvgg_pipeline.cli import UserError
 demo, images, labels, chip, checkpoint = sys.argv[1:6]
 sha, count, layout = "demo", 0, "demo"
-try:
-    if chip:
-        from repvgg_pipeline.formats.perf import normalise_chip
+if chip:
+    from repvgg_pipeline.formats.perf import normalise_chip
+    try:
         chip = normalise_chip(chip)
+    except UserError as err:
+        die(f"--chip: {err}")
+try:
     if demo != "1":
         from repvgg_pipeline.dataset import FLAT, find_images
         from repvgg_pipeline.formats.labels import image_key, read_labels
@@ -248,7 +251,7 @@ try:
                 digest.update(block)
         sha = digest.hexdigest()
 except UserError as err:
-    die(f"--chip: {err}" if "chip" in str(err) else str(err))
+    die(str(err))
 except OSError as err:
     die(f"cannot read {err.filename}: {err.strerror}")
 print(sha, chip or "-", count, layout)
