@@ -125,6 +125,8 @@ def test_demo_runs_with_no_arguments_on_onnx_runtime(tmp_path):
     for batch in (1, 16):
         result = json.loads((tmp_path / "demo_out" / f"result_bs{batch}.json").read_text())
         assert result["metrics"]["images"] == 32
+    record = (tmp_path / "demo_out" / ".run_pipeline-settings").read_text()  # what a rerun must match
+    assert "input_size=224" in record and "arch=RepVGG-A0" in record and "tensor_dtype=float32" in record
 
 
 def test_pipeline_takes_the_ascend_path_when_atc_and_npu_smi_exist(tmp_path):
