@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by the scripts in this folder (sourced, not run). The caller sets PROG.
 
 die() {  # one line on stderr, exit code (default 2: bad input or setup)
