@@ -86,7 +86,8 @@ if [[ "$dry_run" != 1 ]] && ! command -v atc >/dev/null 2>&1; then
   die "atc not found on PATH: run 'source /usr/local/Ascend/ascend-toolkit/set_env.sh' (CANN) first${no_smi:-}"
 fi
 
-[[ -f "$onnx" ]] || die "ONNX model not found: $onnx (export one with: python pth2onnx.py CHECKPOINT $onnx)"
+[[ -e "$onnx" || -L "$onnx" ]] || die "ONNX model not found: $onnx (export one with: python pth2onnx.py CHECKPOINT $onnx)"
+check_file "ONNX model" "$onnx"
 [[ -n "$prefix" ]] || prefix="${onnx%.onnx}"
 parse_batch_sizes "$batch_sizes"
 if [[ "$input_size" =~ ^([1-9][0-9]*)$ ]]; then
@@ -98,6 +99,16 @@ else
 fi
 [[ "$aipp" == 0 || "$aipp" == 1 ]] || die "ATC_AIPP must be 0 or 1, got '$aipp'"
 case "$log_level" in debug|info|warning|error|null) ;; *) die "unknown ATC log level '$log_level'" ;; esac
+# Values that land inside ATC's own syntax ("name:B,3,H,W", --flag=value) must not carry its separators.
+[[ "$input_name" =~ ^[^[:space:],\;\"\']+$ ]] || die "--input-name must not hold spaces, commas, semicolons or quotes, got '$input_name'"
+[[ -z "$soc_version" || "$soc_version" =~ ^[A-Za-z0-9_]+$ ]] || die "--soc_version must look like Ascend310P3, got '$soc_version'"
+[[ -z "$precision_mode" || "$precision_mode" =~ ^[A-Za-z0-9_]+$ ]] \
+  || die "--precision_mode must be one word like force_fp16, got '$precision_mode'"
+if [[ "$dry_run" == 0 ]]; then  # the folders the OMs and the AIPP config go to: one line now, not mkdir's message later
+  check_writable_dir "output folder" "$(dirname -- "$prefix")"
+  [[ "$aipp" == 0 || -z "$aipp_config" ]] || check_writable_dir "AIPP config folder" "$(dirname -- "$aipp_config")"
+  [[ ! -d "$prefix" ]] || die "--output-prefix $prefix is a folder; give a path prefix such as $prefix/repvgg"
+fi
 
 if [[ -z "$soc_version" ]]; then
   command -v npu-smi >/dev/null 2>&1 \

@@ -133,6 +133,8 @@ def test_demo_runs_with_no_arguments_on_onnx_runtime(tmp_path):
     assert [(c["name"], c["equal"]) for c in agreement["comparisons"]] == [("bs16", True)]
     assert not (tmp_path / "demo_out" / "result_bs16.json").exists()
     assert (tmp_path / "demo_out" / "report.html").stat().st_size > 10_000
+    record = (tmp_path / "demo_out" / ".run_pipeline-settings").read_text()  # what a rerun must match
+    assert "input_size=224" in record and "arch=RepVGG-A0" in record and "tensor_dtype=float32" in record
 
 
 def test_pipeline_takes_the_ascend_path_when_atc_and_npu_smi_exist(tmp_path):
