@@ -441,14 +441,16 @@ elif [[ "$drift" == 1 ]]; then
       runs+=("$workdir/result/fp16_bs$db") names+=",$mode-preview"
     fi
   fi
-  echo
-  "$PYTHON" "$ROOT/compare.py" "${runs[@]}" --labels "$labels" --names "$names" --json "$workdir/drift.json"
-  [[ "$backend" == ascend ]] || echo "The FP16 preview rounds data as ATC's $mode does but runs ONNX Runtime's" \
-    "kernels: ATC's own fusions and kernels can drift more or less (README, 'FP16 preview')."
-  echo "$PROG: drift record in $workdir/drift.json; all done in $((SECONDS - start)) s."
+  # printed under the accuracy table, after the report (which reads drift.json)
+  drift_table="$("$PYTHON" "$ROOT/compare.py" "${runs[@]}" --labels "$labels" --names "$names" --json "$workdir/drift.json")"
+  [[ "$backend" == ascend ]] || drift_table+=$'\n'"The FP16 preview rounds data as ATC's $mode does but runs ONNX Runtime's kernels: ATC's own fusions and kernels can drift more or less (README, 'FP16 preview')."
 fi
 echo
 "$PYTHON" "$ROOT/report.py" "${report_args[@]}"
+if [[ -n "${drift_table:-}" ]]; then
+  echo; echo "$drift_table"
+  echo "$PROG: drift record in $workdir/drift.json; all done in $((SECONDS - start)) s."
+fi
 current_step=""
 problems=()  # partial results: the table is printed, and the exit code says that not everything was counted
 [[ "$unreadable" == 0 ]] || problems+=("$unreadable of $image_count images could not be read (listed in $workdir/prep_bin/failed.txt); the figures are over the other $((image_count - unreadable))")
