@@ -196,6 +196,8 @@ def _apply_drift_accuracy(runs: list[RunReport], drift: dict) -> None:
     """
     by_name = {run.name: run for run in runs}
     reference_name = str(drift.get("reference", ""))
+    if drift.get("reference_source"):  # the dump folder (torch_bs16), which is what runs are named by
+        reference_name = Path(str(drift["reference_source"])).name
     for pair in drift["pairs"]:
         accuracy = pair.get("accuracy")
         if not isinstance(accuracy, dict):
