@@ -74,10 +74,14 @@ first_existing() {  # the first of the globs $@ that exists in $workdir, or noth
 
 clear_outputs() {  # --overwrite in a folder made with other settings: remove what the earlier runs wrote, nothing else
   (cd -- "$workdir" && shopt -s nullglob \
-   && rm -f -- repvgg.onnx repvgg_prep_bin.info report.md pth2onnx.log aipp.config result_bs*.json repvgg_bs*.om \
+   && rm -f -- repvgg.onnx repvgg_prep_bin.info report.md report.html pth2onnx.log aipp.config result_bs*.json \
+        repvgg_bs*.om batch_agreement.json drift.json drift.log \
    && rm -f -- prep_bin/*.bin prep_bin/val_label.txt prep_bin/failed*.txt prep_bin/.preprocess-settings.json \
-   && rm -f -- result/bs*/*_[0-9]*.bin result/bs*/*_[0-9]*.npy result/bs*/*_[0-9]*.txt result/bs*_summary.json \
-   && { rmdir -- result/bs*/ prep_bin result 2>/dev/null; true; }) \
+   && for run in result/bs* result/torch_bs* result/fp16_bs* result/onnx_bs*; do \
+        [[ -d "$run" ]] || continue; \
+        rm -f -- "$run"/*_[0-9]*.bin "$run"/*_[0-9]*.npy "$run"/*_[0-9]*.txt "$run"/.infer_dumps.json "${run}_summary.json"; \
+      done \
+   && { rmdir -- result/*/ prep_bin result 2>/dev/null; true; }) \
     || die "--overwrite: cannot remove the earlier outputs in $workdir"
   echo "$PROG: --overwrite: removed the outputs of the earlier run (other settings) from $workdir"
 }

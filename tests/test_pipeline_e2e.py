@@ -122,8 +122,11 @@ def test_demo_runs_with_no_arguments_on_onnx_runtime(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = (tmp_path / "demo_out" / "report.md").read_text()
     rows = _table(report)
+    # the float32 runs, then the drift runs at the largest batch: the FP16 preview and the PyTorch reference
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [("RepVGG-A0", "onnxruntime", "1", "32"),
-                                                       ("RepVGG-A0", "onnxruntime", "16", "32")]
+                                                       ("RepVGG-A0", "onnxruntime", "16", "32"),
+                                                       ("RepVGG-A0", "onnxruntime-fp16", "16", "32"),
+                                                       ("RepVGG-A0", "torch", "16", "32")]
     assert all(float(r[6]) > 0 for r in rows)
     assert "meaningless" in proc.stdout and "top-1 agreement PyTorch vs ONNX Runtime 32/32" in proc.stdout
     result = json.loads((tmp_path / "demo_out" / "result_bs1.json").read_text())
@@ -149,7 +152,9 @@ def test_pipeline_takes_the_ascend_path_when_atc_and_npu_smi_exist(tmp_path):
                           f"--output={tmp_path / 'w' / 'repvgg_bs16'}", "--input_format=NCHW",
                           "--input_shape=actual_input_1:16,3,224,224", "--log=error", "--soc_version=Ascend310P3"]]
     rows = _table((tmp_path / "w" / "report.md").read_text())
-    assert [(r[1], r[2], r[3]) for r in rows] == [("ais_bench", "16", "32")]
+    # the OM, then the drift runs on the host: ONNX Runtime float32 and the PyTorch reference
+    assert [(r[1], r[2], r[3]) for r in rows] == [("ais_bench", "16", "32"), ("onnxruntime", "16", "32"),
+                                                  ("torch", "16", "32")]
     assert float(rows[0][7]) == pytest.approx(float(rows[0][6]), rel=1e-3)  # 310P: one chip per card
     summary = json.loads((tmp_path / "w" / "result" / "bs16_summary.json").read_text())
     assert summary["args"]["backend"] == "ais_bench" and summary["args"]["model"].endswith("repvgg_bs16.om")
