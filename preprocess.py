@@ -103,7 +103,9 @@ def _transform_from_args(args: argparse.Namespace) -> EvalTransform:
         raise fail(f"--mean must be finite numbers, got {' '.join(map(str, mean))}")
     if not all(math.isfinite(v) and v > 0 for v in std):
         raise fail(f"--std must be positive finite numbers, got {' '.join(map(str, std))}")
-    if not np.isfinite(normalize_lut(mean, std)).all():
+    with np.errstate(all="ignore"):  # the overflow is reported below, in one line
+        lut = normalize_lut(mean, std)
+    if not np.isfinite(lut).all():
         raise fail(f"--mean {' '.join(map(str, mean))} / --std {' '.join(map(str, std))}: "
                    "the normalised values overflow float32")
     return EvalTransform(resize=resize, crop=args.crop, mean=mean, std=std)
