@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -73,6 +74,7 @@ def image_entries(directory: Path, info: Path | None = None) -> tuple[list[InfoE
                        "writing the info file there would destroy it")
     for note in found.notes:
         print(f"gen_dataset_info.py: warning: {note}", file=sys.stderr)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read; above 2x it fails
     entries, failures = [], [(item.relative, reason) for item, reason in found.unusable]
     for item in tqdm(found.items, unit="img", desc="gen_dataset_info", file=sys.stderr, disable=None):
         try:

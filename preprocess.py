@@ -24,12 +24,15 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from repvgg_pipeline import atomic
@@ -126,8 +129,18 @@ def _check_memory(transform: EvalTransform, workers: int) -> None:
                    "use smaller sizes or fewer --workers")
 
 
+def _write_or_fail(write: Callable[[Path, Any], None], path: Path, content: Any) -> None:
+    """`write(path, content)`, an OSError (a folder in the way, a full disk) as one line."""
+    try:
+        write(path, content)
+    except OSError as err:
+        raise fail(f"cannot write {path}: {err.strerror or err}") from None
+
+
 def _prepare_destination(dst: Path) -> None:
     """Create DST and prove it is writable before any work starts (one-line error otherwise)."""
+    if dst.exists() and not dst.is_dir():
+        raise fail(f"destination {dst} exists and is not a folder")
     try:
         dst.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_path(dst / ".write-test") as probe:
@@ -236,6 +249,9 @@ _STATE: dict = {}
 def _init_worker(transform: EvalTransform, dtype: str, ignore_sigint: bool) -> None:
     if ignore_sigint:  # Ctrl-C is handled by the parent, which terminates the pool
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Images between Pillow's warning and error limits (89M-179M pixels) are processed like any
+    # other; its two-line warning would break the one-line-per-problem output. Above, it fails.
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     _STATE["transform"] = transform
     _STATE["dtype"] = dtype
     _STATE["lut"] = normalize_lut(transform.mean, transform.std)
@@ -286,9 +302,9 @@ def main(args: argparse.Namespace) -> int:
     nbytes = tensors.tensor_nbytes(args.dtype, transform.crop, transform.crop)
     stale = _stale_tensors(dst, {output_path(dst, item).name for item in found.items})
     stale_note = _handle_stale(dst, stale, args, previous, {nbytes} | _marked_sizes(previous))
-    atomic.write_text(dst / SETTINGS_FILE, json.dumps(settings, sort_keys=True) + "\n")
+    _write_or_fail(atomic.write_text, dst / SETTINGS_FILE, json.dumps(settings, sort_keys=True) + "\n")
     if found.layout == CLASS_FOLDERS:
-        write_labels(dst / LABEL_FILE, [(item.name, item.label) for item in found.items])
+        _write_or_fail(write_labels, dst / LABEL_FILE, [(item.name, item.label) for item in found.items])
     for note in found.notes:
         print(f"preprocess.py: warning: {note}", file=sys.stderr)
 
@@ -322,7 +338,7 @@ def main(args: argparse.Namespace) -> int:
 
     failures.sort(key=lambda f: f[0])
     failed_name = "failed.txt" if shard_count == 1 else f"failed.{shard_index}-of-{shard_count}.txt"
-    write_failures(dst / failed_name, failures)
+    _write_or_fail(write_failures, dst / failed_name, failures)
     elapsed = time.perf_counter() - started
     processed = written + len(failures)
     shape = tensors.describe(args.dtype, transform.crop, transform.crop)

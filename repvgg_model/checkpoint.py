@@ -329,7 +329,8 @@ def describe_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, object]
         return None
     widths = [int(w.shape[0]) for w in firsts]  # type: ignore[union-attr]
     second = _block_weight(state_dict, prefixes[0] + "1.")  # layer 2, grouped in g2/g4 variants
-    groups = widths[0] // int(second.shape[1]) if second is not None and second.ndim == 4 else 1
+    in_per_group = int(second.shape[1]) if second is not None and second.ndim == 4 else 0
+    groups = widths[0] // in_per_group if in_per_group else (1 if second is None or second.ndim != 4 else 0)
     se = SE_BEFORE_RELU if "stage0.se.down.weight" in state_dict else (
         SE_AFTER_RELU if "stage0.post_se.down.weight" in state_dict else None)
     return {"plus": plus, "depths": tuple(depths), "stem": int(stem.shape[0]), "widths": tuple(widths),
@@ -366,6 +367,9 @@ def check_weights(state_dict: Mapping[str, torch.Tensor]) -> None:
     Either would make every output NaN, and a NaN model "agrees" with its NaN export on
     nothing that means anything; the tensors are named in the checkpoint's own key names.
     """
+    complex_ = [k for k, v in state_dict.items() if v.is_complex()]
+    if complex_:
+        raise CheckpointError(f"complex-valued tensors, not weights: {_capped(complex_)}")
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"non-finite weights (NaN or inf) in {len(bad)} tensor{'s' if len(bad) > 1 else ''}: "
@@ -399,7 +403,10 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: 
         raise CheckpointError(f"the checkpoint does not fit {what}: {len(mismatched)} tensors of another shape "
                    f"(checkpoint vs model): {_capped(mismatched)}")
     full = {**expected, **{k: v for k, v in state_dict.items()}}
-    model.load_state_dict(full, strict=True)
+    try:
+        model.load_state_dict(full, strict=True)
+    except (RuntimeError, TypeError, ValueError) as err:  # e.g. a tensor type that cannot be copied into a weight
+        raise CheckpointError(f"the checkpoint does not fit {what}: {condense(err)}") from None
 
 
 def load_checkpoint(path: Path | str, arch: str | None = None, use_ema: bool = False) -> LoadedCheckpoint:

@@ -297,14 +297,16 @@ def shard(items: Sequence[ImageItem], index: int, count: int) -> list[ImageItem]
 def load_eval_batch(folder: Path | str, input_size: int, limit: int) -> tuple[np.ndarray, int]:
     """Up to `limit` images from `folder` through the published eval transform, as one float32 NCHW batch.
 
-    Returns the batch and how many unreadable images were skipped (pth2onnx.py --verify-images).
+    Returns the batch and how many unreadable images (and FIFOs, loops, unusable names) were skipped
+    (pth2onnx.py --verify-images).
     """
     from repvgg_pipeline.transforms import EvalTransform, default_resize, normalize_lut, preprocess_image
 
-    items = find_images(folder).items
+    found = find_images(folder)
+    items = found.items
     transform = EvalTransform(resize=default_resize(input_size), crop=input_size)
     lut = normalize_lut(transform.mean, transform.std)
-    arrays, skipped = [], 0
+    arrays, skipped = [], len(found.unusable) + len(found.notes)
     for item in items:
         if len(arrays) == limit:
             break

@@ -190,3 +190,31 @@ def test_dst_inside_a_class_folder_is_not_read_as_images(shared_data, tmp_path):
     assert preprocess(src, dst).returncode == 0
     proc = preprocess(src, dst)
     assert proc.returncode == 0 and "2 skipped" in proc.stdout and "ignored" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("in_the_way", ["val_label.txt", ".preprocess-settings.json", "failed.txt"])
+def test_a_folder_where_a_small_output_goes_is_one_line(shared_data, tmp_path, in_the_way):
+    src = tmp_path / "src"
+    source(src / "c1", images(shared_data, 1))
+    (src / "c1" / "broken.JPEG").write_text("not an image")  # so that failed.txt is written
+    (tmp_path / "prep" / in_the_way).mkdir(parents=True)
+    proc = preprocess(src, tmp_path / "prep")
+    if in_the_way == "failed.txt":  # found at the end: the unreadable image was reported first
+        proc.stderr = proc.stderr.splitlines()[-1]
+    assert_one_line_error(proc, 2, f"cannot write {tmp_path / 'prep' / in_the_way}")
+
+
+def test_dst_that_is_a_fifo_or_a_file(shared_data, tmp_path):
+    src = source(tmp_path / "src", images(shared_data, 1))
+    os.mkfifo(tmp_path / "fifo")
+    assert_one_line_error(preprocess(src, tmp_path / "fifo"), 2, "not a folder")
+    assert_one_line_error(preprocess(src, src / images(shared_data, 1)[0].name), 2, "not a folder")
+
+
+def test_images_between_pillows_bomb_limits_are_processed_quietly(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "src").mkdir()
+    Image.new("1", (10000, 9500)).save(tmp_path / "src" / "big.png")  # 95 M pixels: Pillow warns (2 lines)
+    proc = preprocess(tmp_path / "src", tmp_path / "prep")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

@@ -175,3 +175,17 @@ def test_model_library_does_not_import_the_pipeline():
     code = ("import sys, repvgg_model, repvgg_model.export, repvgg_model.checkpoint, repvgg_model.synthetic; "
             "sys.exit(any(m.startswith('repvgg_pipeline') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("zero-width", "match no official RepVGG variant"),
+    ("complex", "complex-valued tensors"),
+])
+def test_odd_tensors_are_one_line(tmp_path, a0_state, damage, message):
+    state = dict(a0_state)
+    if damage == "zero-width":
+        state["stage1.1.rbr_dense.conv.weight"] = torch.zeros(48, 0, 3, 3)
+    else:
+        state["stage0.rbr_dense.bn.running_var"] = state["stage0.rbr_dense.bn.running_var"].to(torch.complex64)
+    torch.save(state, tmp_path / "odd.pth")
+    assert_one_line_error(run_script("pth2onnx.py", tmp_path / "odd.pth", tmp_path / "o.onnx", *SMALL), 2, message)
