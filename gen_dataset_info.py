@@ -74,16 +74,17 @@ def image_entries(directory: Path, info: Path | None = None) -> tuple[list[InfoE
                        "writing the info file there would destroy it")
     for note in found.notes:
         print(f"gen_dataset_info.py: warning: {note}", file=sys.stderr)
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read; above 2x it fails
     entries, failures = [], [(item.relative, reason) for item, reason in found.unusable]
-    for item in tqdm(found.items, unit="img", desc="gen_dataset_info", file=sys.stderr, disable=None):
-        try:
-            with Image.open(item.path) as img:
-                width, height = img.size
-        except Exception as err:  # noqa: BLE001 - any error here means: not a readable image
-            failures.append((item.relative, first_line(err, with_type=True)))
-            continue
-        entries.append(InfoEntry(len(entries), os.path.join(str(directory), item.relative), width, height))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read; above 2x it fails
+        for item in tqdm(found.items, unit="img", desc="gen_dataset_info", file=sys.stderr, disable=None):
+            try:
+                with Image.open(item.path) as img:
+                    width, height = img.size
+            except Exception as err:  # noqa: BLE001 - any error here means: not a readable image
+                failures.append((item.relative, first_line(err, with_type=True)))
+                continue
+            entries.append(InfoEntry(len(entries), os.path.join(str(directory), item.relative), width, height))
     return entries, failures
 
 
