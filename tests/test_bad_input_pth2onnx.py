@@ -147,8 +147,16 @@ def test_disk_full_while_writing_the_onnx(tmp_path, a0_file):
 def test_ctrl_c_while_torch_imports_is_one_line(tmp_path, a0_file):
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "pth2onnx.py"), str(a0_file), str(tmp_path / "x.onnx")],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.6)  # past Python's start-up, inside `import torch` (several seconds here)
-    proc.send_signal(signal.SIGINT)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:  # wait until torch's C library is loading
+        try:
+            if "libtorch" in maps.read_text():
+                break
+        except OSError:
+            pass
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)  # inside `import torch` (or, on a fast machine, just after it)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err and err.strip().splitlines() == ["pth2onnx.py: interrupted"], err
