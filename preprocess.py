@@ -311,6 +311,8 @@ def main(args: argparse.Namespace) -> int:
     items = shard(found.items, shard_index, shard_count)
     targets = {item: output_path(dst, item) for item in items}
     done = _complete_outputs(dst, nbytes, {t.name for t in targets.values()})
+    # with --overwrite, a redo that fails must not leave the tensor of the image's earlier version behind
+    replaced = done if args.overwrite and previous is not None else set()
     if args.overwrite:
         done = set()
     jobs = [(str(item.path), str(target)) for item, target in targets.items() if target.name not in done]
@@ -328,7 +330,7 @@ def main(args: argparse.Namespace) -> int:
                 raise fail(write_error)
             if image_error:
                 failures.append((relative[source], image_error))
-                if previous is not None:  # --overwrite redid it and failed: the old tensor is of another image
+                if Path(target_of[source]).name in replaced:  # ours, complete, of the image's earlier content
                     Path(target_of[source]).unlink(missing_ok=True)
                 tqdm.write(f"preprocess.py: cannot read image {printable(relative[source])}: {printable(image_error)}",
                            file=sys.stderr)

@@ -218,3 +218,15 @@ def test_images_between_pillows_bomb_limits_are_processed_quietly(tmp_path):
     Image.new("1", (10000, 9500)).save(tmp_path / "src" / "big.png")  # 95 M pixels: Pillow warns (2 lines)
     proc = preprocess(tmp_path / "src", tmp_path / "prep")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_overwrite_of_an_image_that_became_unreadable_leaves_no_old_tensor(shared_data, tmp_path):
+    src = tmp_path / "src"
+    source(src, images(shared_data, 1))
+    (src / "later_broken.JPEG").write_bytes(images(shared_data, 1, start=1)[0].read_bytes())
+    dst = tmp_path / "prep"
+    assert preprocess(src, dst).returncode == 0 and len(bins(dst)) == 2
+    (src / "later_broken.JPEG").write_text("no longer an image")
+    proc = preprocess(src, dst, "--overwrite")
+    assert proc.returncode == 1 and "later_broken.JPEG" in proc.stderr
+    assert bins(dst) == [f"{images(shared_data, 1)[0].stem}.bin"]  # not scored with the old picture's tensor
