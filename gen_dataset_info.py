@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from repvgg_pipeline.cli import EXIT_FAILED, fail, first_line, run_cli
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from repvgg_pipeline.dataset import find_images
 from repvgg_pipeline.formats import tensors
+from repvgg_pipeline.formats.failures import printable
 from repvgg_pipeline.formats.info import InfoEntry, write_info
 from repvgg_pipeline.guards import refuse_overwriting_inputs
 
@@ -63,18 +65,33 @@ def bin_entries(directory: Path, width: int, height: int) -> tuple[list[InfoEntr
         tensors.describe(layout, height, width)
 
 
-def image_entries(directory: Path) -> tuple[list[InfoEntry], list[tuple[str, str]]]:
-    """Entries with the real size of every image (header only), and the images that could not be read."""
+def image_entries(directory: Path, info: Path | None = None) -> tuple[list[InfoEntry], list[tuple[str, str]]]:
+    """Entries with the real size of every image (header only), and the images that could not be read.
+
+    Images whose names no line of the .info file can hold (a newline, bytes that are not UTF-8)
+    count as failures; FIFOs and symlink loops were skipped by `find_images` and are warned about.
+    `info`, the file to write, must not be one of the images.
+    """
     found = find_images(directory)
-    entries, failures = [], []
-    for item in tqdm(found.items, unit="img", desc="gen_dataset_info", file=sys.stderr, disable=None):
-        try:
-            with Image.open(item.path) as img:
-                width, height = img.size
-        except Exception as err:  # noqa: BLE001 - any error here means: not a readable image
-            failures.append((item.relative, first_line(err, with_type=True)))
-            continue
-        entries.append(InfoEntry(len(entries), os.path.join(str(directory), item.relative), width, height))
+    if info is not None and info.exists():
+        target = info.resolve()
+        clash = next((item for item in found.items if item.path.resolve() == target), None)
+        if clash is not None:
+            raise fail(f"{info} is the image {printable(clash.relative)} of {directory}; "
+                       "writing the info file there would destroy it")
+    for note in found.notes:
+        print(f"gen_dataset_info.py: warning: {note}", file=sys.stderr)
+    entries, failures = [], [(item.relative, reason) for item, reason in found.unusable]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the header is read; above 2x it fails
+        for item in tqdm(found.items, unit="img", desc="gen_dataset_info", file=sys.stderr, disable=None):
+            try:
+                with Image.open(item.path) as img:
+                    width, height = img.size
+            except Exception as err:  # noqa: BLE001 - any error here means: not a readable image
+                failures.append((item.relative, first_line(err, with_type=True)))
+                continue
+            entries.append(InfoEntry(len(entries), os.path.join(str(directory), item.relative), width, height))
     return entries, failures
 
 
@@ -91,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
         if args.width is not None:
             raise fail("jpg reads each image's real size and takes no WIDTH HEIGHT: "
                        "gen_dataset_info.py jpg DIR OUT.info")
-        entries, failures = image_entries(args.directory)
+        entries, failures = image_entries(args.directory, args.info)
         what = "original image sizes"
         if not entries:
             raise fail(f"none of the {len(failures)} images in {args.directory} could be read")
@@ -101,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
     except OSError as err:
         raise fail(f"cannot write {args.info}: {err.strerror or err}") from None
     for name, reason in failures:
-        print(f"gen_dataset_info.py: cannot read image {name}: {reason}", file=sys.stderr)
+        print(f"gen_dataset_info.py: cannot read image {printable(name)}: {printable(reason)}", file=sys.stderr)
     print(f"gen_dataset_info: {len(entries)} entries -> {args.info} ({what})"
           + (f", {len(failures)} unreadable images left out" if failures else ""))
     return EXIT_FAILED if failures else 0

@@ -12,29 +12,25 @@ model. The .onnx appears only once all of that passed.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from repvgg_model.checkpoint import load_checkpoint
-from repvgg_model.export import (
-    DEFAULT_OPSET,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    Verification,
-    atc_problems,
-    export_onnx,
-    load_verify_images,
-    model_opset,
-    onnx_session,
-    op_counts,
-    random_inputs,
-    verify_onnx,
-)
-from repvgg_model.model import fuse_model, repvgg_blocks
-from repvgg_model.official import identify_official
 from repvgg_pipeline.atomic import atomic_path
 from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli
+from repvgg_pipeline.memory import shortfall
+
+if TYPE_CHECKING:
+    from repvgg_model.export import Verification
+
+# torch, onnx and onnxruntime are imported inside main(), not here: importing them takes seconds,
+# and a Ctrl-C then must end in run_cli's one line "interrupted", not a 40-line traceback.
+DEFAULT_OPSET = 11  # repvgg_model.export.DEFAULT_OPSET; kept here so that --help needs no torch
+MAX_INPUT_SIZE = 4096  # RepVGG is published at 224 and 320; 4096 already needs ~30 GiB of activations
 
 
 def positive_int(text: str) -> int:
@@ -80,16 +76,68 @@ def report_verification(result: Verification, tolerance: float) -> bool:
     return ok
 
 
-def main(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    if args.tolerance <= 0:
-        raise fail(f"--tolerance must be positive, got {args.tolerance}")
+def _check_options(args: argparse.Namespace) -> None:
+    """Options that cannot work, refused before the checkpoint is read."""
+    if not math.isfinite(args.tolerance) or args.tolerance <= 0:
+        raise fail(f"--tolerance must be a positive finite number, got {args.tolerance}")
+    if args.input_size is not None and args.input_size > MAX_INPUT_SIZE:
+        raise fail(f"--input-size {args.input_size}: at most {MAX_INPUT_SIZE} (RepVGG is published at 224 and 320)")
+    size = args.input_size or 320
+    verify_count = 0 if args.verify_images is None else args.verify_count
+    largest_batch = max(args.batch_size or 1, args.random_inputs, verify_count)
+    # inputs, and about 48 float32 feature maps of the input's size per image in the widest early layers
+    problem = shortfall(largest_batch * 3 * size * size * 4 * (1 + 16))
+    if problem:
+        raise fail(f"--batch-size / --random-inputs / --verify-count {largest_batch} at input size {size}: {problem}")
     if args.verify_images is not None and not args.verify_images.is_dir():
         raise fail(f"--verify-images {args.verify_images}: not a folder")
-    if args.output.exists() and args.output.is_dir():
-        raise fail(f"{args.output}: is a folder; give the ONNX file name")
-    if args.output.resolve() == args.checkpoint.resolve():
-        raise fail(f"{args.output}: would overwrite the checkpoint")
+
+
+def _prepare_output(output: Path, checkpoint: Path) -> None:
+    """Prove the output can be written (folder made, temporary file created) before any work starts."""
+    if output.is_dir():
+        raise fail(f"{output}: is a folder; give the ONNX file name")
+    if output.resolve() == checkpoint.resolve():
+        raise fail(f"{output}: would overwrite the checkpoint")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{output.name}.probe-", dir=output.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise fail(f"cannot write {output}: {err.strerror or err}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    from repvgg_model.errors import ModelError
+
+    started = time.perf_counter()
+    _check_options(args)
+    _prepare_output(args.output, args.checkpoint)
+    try:
+        return _convert(args, started)
+    except ModelError as err:  # the model library's own error type: the same one line, its exit code
+        raise fail(str(err), err.exit_code) from None
+    except OSError as err:  # writing the ONNX file (disk full, folder gone) after the checks above
+        raise fail(f"cannot write {args.output}: {err.strerror or err}") from None
+
+
+def _convert(args: argparse.Namespace, started: float) -> int:
+    from repvgg_model.checkpoint import load_checkpoint
+    from repvgg_model.export import (
+        INPUT_NAME,
+        OUTPUT_NAME,
+        atc_problems,
+        export_onnx,
+        model_opset,
+        onnx_session,
+        op_counts,
+        random_inputs,
+        verify_onnx,
+    )
+    from repvgg_model.model import fuse_model, repvgg_blocks
+    from repvgg_model.official import identify_official
+    from repvgg_pipeline.dataset import load_eval_batch
 
     loaded = load_checkpoint(args.checkpoint, arch=args.arch, use_ema=args.use_ema)
     variant = loaded.variant
@@ -117,7 +165,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"fusion: {fused} blocks fused into one 3x3 conv each")
 
     input_size = args.input_size or variant.input_size
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.output, suffix=".onnx") as tmp:
         proto = export_onnx(exported, tmp, input_size, args.batch_size, args.opset)
         batch = args.batch_size or "-1 (dynamic)"
@@ -136,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
             session = onnx_session(tmp)
             batches = [(random_inputs(args.random_inputs, input_size), f"{args.random_inputs} random inputs")]
             if args.verify_images is not None:
-                images, skipped = load_verify_images(args.verify_images, input_size, args.verify_count)
+                images, skipped = load_eval_batch(args.verify_images, input_size, args.verify_count)
                 note = f", {skipped} unreadable skipped" if skipped else ""
                 batches.append((images, f"{len(images)} images from {args.verify_images}{note}"))
             failed = []

@@ -16,9 +16,12 @@ messages can point at the one that failed:
 from __future__ import annotations
 
 import argparse
+import io
 import pickle
+import pickletools
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +31,9 @@ import torch
 from torch import nn
 
 from repvgg_model import mindspore
+from repvgg_model.errors import CheckpointError, condense
 from repvgg_model.model import create_model
 from repvgg_model.variants import SE_AFTER_RELU, SE_BEFORE_RELU, VARIANTS, Variant, get_variant
-from repvgg_pipeline.cli import fail, first_line
 
 OFFICIAL, TIMM, MMPRETRAIN = "official", "timm", "mmpretrain"
 FAMILIES = (OFFICIAL, TIMM, MMPRETRAIN)
@@ -78,14 +81,14 @@ def _capped(keys: list[str]) -> str:
 
 
 def read_checkpoint_file(path: Path | str) -> object:
-    """`torch.load` with `weights_only=True`; bad files become one-line `UserError`s."""
+    """`torch.load` with `weights_only=True`; bad files become one-line `CheckpointError`s."""
     path = Path(path)
     if not path.exists():
-        raise fail(f"{path}: no such file")
+        raise CheckpointError(f"{path}: no such file")
     if not path.is_file():
-        raise fail(f"{path}: not a file")
+        raise CheckpointError(f"{path}: not a file")
     if path.stat().st_size == 0:
-        raise fail(f"{path}: empty file, not a PyTorch checkpoint")
+        raise CheckpointError(f"{path}: empty file, not a PyTorch checkpoint")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns about what it refuses; the error below says it once
         return _load_weights_only(path)
@@ -95,17 +98,71 @@ def _load_weights_only(path: Path) -> object:
     try:
         with torch.serialization.safe_globals(_DATA_ONLY_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        unsafe = re.findall(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(err), flags=re.IGNORECASE)
-        if not unsafe:  # torch's weights-only unpickler met bytes that are no torch.save pickle at all
-            raise fail(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt? "
-                       f"({first_line(err, limit=200)})") from None
-        raise fail(f"{path}: refused: the checkpoint needs arbitrary unpickling of Python objects "
-                   f"({_capped(sorted(set(unsafe)))}); it is never executed. "
-                   "Re-save just the weights: torch.save(model.state_dict(), ...)") from None
-    except Exception as err:  # noqa: BLE001 - zip, EOF, key and runtime errors all mean a damaged file
-        raise fail(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt? "
-                   f"({first_line(err, limit=200)})") from None
+    except Exception as err:  # noqa: BLE001 - unpickling, zip, EOF, key and runtime errors all mean: not loaded
+        raise CheckpointError(f"{path}: {_why_not_loaded(path, err)}") from None
+
+
+def _why_not_loaded(path: Path, err: Exception) -> str:
+    """What was refused and why, in our words.
+
+    torch's own message for a refused file advises re-running with `weights_only=False`,
+    i.e. switching the safety off; that advice is never passed on (issue 9, item 15).
+    """
+    unsafe = re.findall(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(err), flags=re.IGNORECASE)
+    head = _head(path, 8)
+    if not unsafe and head[:1] == b"\x80":  # a raw pickle (not torch.save's zip): read its imports without running it
+        unsafe = _pickle_globals(path)
+        if not unsafe:
+            return ("refused: a plain Python pickle, not a torch.save checkpoint; only torch.save files are read, "
+                    "weights only. Re-save just the weights: torch.save(model.state_dict(), ...)")
+    if unsafe:
+        names = _capped(sorted(set(unsafe)))
+        return (f"refused: the checkpoint needs arbitrary unpickling of Python objects ({names}); "
+                "it is never executed, checkpoints are read weights only. "
+                "Re-save just the weights: torch.save(model.state_dict(), ...)")
+    if head[:2] == b"PK" or zipfile.is_zipfile(path):
+        return f"not a readable PyTorch checkpoint, truncated or corrupt? (zip archive: {_torch_reason(err)})"
+    if isinstance(err, pickle.UnpicklingError):
+        return (f"not a readable PyTorch checkpoint: neither a torch.save zip archive nor a pickle "
+                f"(first bytes {head.hex(' ')})")
+    return f"not a readable PyTorch checkpoint, truncated or corrupt? ({_torch_reason(err)})"
+
+
+def _head(path: Path, count: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(count)
+    except OSError:
+        return b""
+
+
+def _torch_reason(err: Exception) -> str:
+    """torch's reason without its advice to disable `weights_only` (and without its boilerplate lines)."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    kept = [line for line in lines if line and "weights_only" not in line and "file an issue" not in line.lower()
+            and not line.startswith("Check the documentation")]
+    return condense(Exception(kept[0])) if kept else type(err).__name__
+
+
+_MAX_PICKLE_SCAN = 64 * 1024 * 1024
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """The `module.name`s a raw pickle would import, read with `pickletools` (which never executes anything)."""
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for opcode, arg, _pos in pickletools.genops(io.BytesIO(f.read(_MAX_PICKLE_SCAN))):
+                if opcode.name == "GLOBAL" or opcode.name == "INST":
+                    found.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 - a damaged pickle: report what was found before the damage
+        pass
+    return found
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -120,7 +177,7 @@ def unwrap_state_dict(obj: object, use_ema: bool = False) -> tuple[dict[str, tor
     asking for EMA weights that are absent is an error rather than a silent fallback.
     """
     if not isinstance(obj, Mapping):
-        raise fail(f"the checkpoint holds a {type(obj).__name__}, not a dict of tensors")
+        raise CheckpointError(f"the checkpoint holds a {type(obj).__name__}, not a dict of tensors")
     wrapper, took_ema = "plain state_dict", False
     for _ in range(3):  # wrappers nest at most a couple of levels (e.g. {"model_ema": {"module": ...}})
         if _is_state_dict(obj):
@@ -134,10 +191,10 @@ def unwrap_state_dict(obj: object, use_ema: bool = False) -> tuple[dict[str, tor
         wrapper = f"'{key}'" + (" (EMA)" if key == ema_key else "")
         obj = obj[key]
     if use_ema and not took_ema:
-        raise fail("--use-ema: the checkpoint holds no EMA weights (looked for " + ", ".join(EMA_KEYS) + ")")
+        raise CheckpointError("--use-ema: the checkpoint holds no EMA weights (looked for " + ", ".join(EMA_KEYS) + ")")
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
-        raise fail(f"no state_dict found in the checkpoint (top-level keys: {_capped(list(map(str, obj)))})")
+        raise CheckpointError(f"no state_dict found in the checkpoint (top-level keys: {_capped(list(map(str, obj)))})")
     state_dict, prefixes = _strip_prefixes(tensors)
     return state_dict, wrapper, prefixes
 
@@ -224,7 +281,8 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, bool]:
     elif any(k.startswith("stage0.") for k in keys):
         family = OFFICIAL
     else:
-        raise fail(f"unknown key layout: not official RepVGG, timm or mmpretrain (first keys: {_capped(keys)})")
+        raise CheckpointError("unknown key layout: not official RepVGG, timm or mmpretrain "
+                              f"(first keys: {_capped(keys)})")
     fused = any(re.search(r"(rbr_reparam|reparam_conv|branch_reparam)\.", k) for k in keys)
     return family, fused
 
@@ -241,7 +299,7 @@ def from_official_keys(state_dict: Mapping[str, torch.Tensor], family: str) -> d
     if family == OFFICIAL:
         return dict(state_dict)
     if family not in _NAMES:
-        raise fail(f"unknown layout {family!r}; known: {', '.join(FAMILIES)}")
+        raise CheckpointError(f"unknown layout {family!r}; known: {', '.join(FAMILIES)}")
     return {_rename(k, _NAMES[family], False): v for k, v in state_dict.items()}
 
 
@@ -272,7 +330,8 @@ def describe_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, object]
         return None
     widths = [int(w.shape[0]) for w in firsts]  # type: ignore[union-attr]
     second = _block_weight(state_dict, prefixes[0] + "1.")  # layer 2, grouped in g2/g4 variants
-    groups = widths[0] // int(second.shape[1]) if second is not None and second.ndim == 4 else 1
+    in_per_group = int(second.shape[1]) if second is not None and second.ndim == 4 else 0
+    groups = widths[0] // in_per_group if in_per_group else (1 if second is None or second.ndim != 4 else 0)
     se = SE_BEFORE_RELU if "stage0.se.down.weight" in state_dict else (
         SE_AFTER_RELU if "stage0.post_se.down.weight" in state_dict else None)
     return {"plus": plus, "depths": tuple(depths), "stem": int(stem.shape[0]), "widths": tuple(widths),
@@ -283,21 +342,44 @@ def infer_variant(state_dict: Mapping[str, torch.Tensor]) -> Variant:
     """The official variant whose architecture has exactly these tensor shapes."""
     shapes = describe_shapes(state_dict)
     if shapes is None:
-        raise fail("cannot tell the RepVGG variant from the tensors (stage weights missing); pass --arch")
+        raise CheckpointError("cannot tell the RepVGG variant from the tensors (stage weights missing); pass --arch")
     for variant in VARIANTS.values():
         if (variant.plus, variant.num_blocks, variant.stem_channels, variant.stage_channels, variant.groups,
                 variant.se) == (shapes["plus"], shapes["depths"], shapes["stem"], shapes["widths"], shapes["groups"],
                                 shapes["se"]):
             return variant
-    raise fail(f"the tensor shapes match no official RepVGG variant (stage depths {list(shapes['depths'])}, "
+    raise CheckpointError(f"the tensor shapes match no official RepVGG variant (stage depths {list(shapes['depths'])}, "
                f"widths {list(shapes['widths'])}, groups {shapes['groups']}, SE {shapes['se']}); pass --arch")
 
 
 def num_classes_of(state_dict: Mapping[str, torch.Tensor]) -> int:
     weight = state_dict.get("linear.weight")
     if weight is None or weight.ndim != 2:
-        raise fail("the checkpoint has no classifier weight (linear / head.fc)")
+        raise CheckpointError("the checkpoint has no classifier weight (linear / head.fc)")
+    if weight.shape[0] < 1 or weight.shape[1] < 1:
+        raise CheckpointError(f"the classifier weight has shape {list(weight.shape)}: "
+                              f"{int(weight.shape[0])} classes, a classifier needs at least one")
     return int(weight.shape[0])
+
+
+def check_weights(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Refuse damaged weights before they reach a model: NaN / inf values, negative BatchNorm variances.
+
+    Either would make every output NaN, and a NaN model "agrees" with its NaN export on
+    nothing that means anything; the tensors are named in the checkpoint's own key names.
+    """
+    complex_ = [k for k, v in state_dict.items() if v.is_complex()]
+    if complex_:
+        raise CheckpointError(f"complex-valued tensors, not weights: {_capped(complex_)}")
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"non-finite weights (NaN or inf) in {len(bad)} tensor{'s' if len(bad) > 1 else ''}: "
+                              f"{_capped(bad)}; the checkpoint is damaged (a diverged training run?)")
+    negative = [k for k, v in state_dict.items() if k.endswith("running_var") and bool((v < 0).any())]
+    if negative:
+        raise CheckpointError(f"negative BatchNorm running_var in {len(negative)} tensor"
+                              f"{'s' if len(negative) > 1 else ''}: {_capped(negative)}; "
+                              "a variance cannot be negative, the checkpoint is damaged")
 
 
 def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
@@ -315,14 +397,17 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: 
             parts.append(f"{len(missing)} missing keys: {_capped(missing)}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys: {_capped(unexpected)}")
-        raise fail(f"the checkpoint does not fit {what}: " + "; ".join(parts))
+        raise CheckpointError(f"the checkpoint does not fit {what}: " + "; ".join(parts))
     mismatched = [f"{k} {list(v.shape)} vs {list(expected[k].shape)}" for k, v in state_dict.items()
                   if tuple(v.shape) != tuple(expected[k].shape)]
     if mismatched:
-        raise fail(f"the checkpoint does not fit {what}: {len(mismatched)} tensors of another shape "
+        raise CheckpointError(f"the checkpoint does not fit {what}: {len(mismatched)} tensors of another shape "
                    f"(checkpoint vs model): {_capped(mismatched)}")
     full = {**expected, **{k: v for k, v in state_dict.items()}}
-    model.load_state_dict(full, strict=True)
+    try:
+        model.load_state_dict(full, strict=True)
+    except (RuntimeError, TypeError, ValueError) as err:  # e.g. a tensor type that cannot be copied into a weight
+        raise CheckpointError(f"the checkpoint does not fit {what}: {condense(err)}") from None
 
 
 def load_checkpoint(path: Path | str, arch: str | None = None, use_ema: bool = False) -> LoadedCheckpoint:
@@ -348,9 +433,9 @@ def _load_mindspore_checkpoint(path: Path, arch: str | None, use_ema: bool) -> L
             return loaded
         checkpoint = mindspore.to_official(entries, use_ema=use_ema, container=container)
     except mindspore.MindSporeFormatError as err:
-        raise fail(f"{path}: {err}") from None
+        raise CheckpointError(f"{path}: {err}") from None
     except OSError as err:
-        raise fail(f"{path}: cannot read: {err.strerror or err}") from None
+        raise CheckpointError(f"{path}: cannot read: {err.strerror or err}") from None
     state_dict = {k: torch.from_numpy(np.array(v)) for k, v in checkpoint.state_dict.items()}
     loaded = load_state_dict_object(state_dict, arch=arch)
     loaded.wrapper = checkpoint.summary()
@@ -362,6 +447,7 @@ def _load_mindspore_checkpoint(path: Path, arch: str | None, use_ema: bool) -> L
 def load_state_dict_object(raw: object, arch: str | None = None, use_ema: bool = False) -> LoadedCheckpoint:
     """`load_checkpoint` for an object already in memory (what `torch.load` returned)."""
     tensors, wrapper, prefixes = unwrap_state_dict(raw, use_ema)
+    check_weights(tensors)
     family, fused = detect_layout(tensors)
     state_dict = to_official_keys(tensors, family)
     variant = get_variant(arch) if arch else infer_variant(state_dict)

@@ -8,6 +8,7 @@ plain opset-11 graph (torch's dynamo exporter needs onnxscript and targets newer
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from repvgg_pipeline.cli import fail, first_line
+from repvgg_model.errors import ModelError, condense
 
 INPUT_NAME = "actual_input_1"
 OUTPUT_NAME = "output1"
@@ -44,25 +45,32 @@ def export_onnx(model: nn.Module, path: Path | str, input_size: int = 224, batch
     """Export `model` (eval mode, float32) to `path` and return the checked ONNX model.
 
     `batch_size=None` gives a dynamic batch axis (ModelZoo's `{0: "-1"}`), an int a static one.
-    `path` is written directly: callers that publish the file wrap this in
-    `repvgg_pipeline.atomic.atomic_path` and rename only after verification.
+    `path` is written directly: callers that publish the file write to a temporary name and
+    rename it only after verification. The exporter writes into memory and this function writes
+    the file, so a full disk or an unwritable path is one `ModelError`, not an error deep in torch.
     """
     if not 7 <= opset <= 20:
-        raise fail(f"--opset {opset}: the exporter writes opsets 7-20, and ATC reads 9-13 (CANN 7: 9-18)")
+        raise ModelError(f"--opset {opset}: the exporter writes opsets 7-20, and ATC reads 9-13 (CANN 7: 9-18)")
     model = model.eval().float()
     example = torch.randn(batch_size or 1, 3, input_size, input_size)
     dynamic_axes = None if batch_size else {INPUT_NAME: {0: "-1"}, OUTPUT_NAME: {0: "-1"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notices are not for the user
-        torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        buffer = io.BytesIO()
+        torch.onnx.export(model, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False)
-    proto = onnx.load(str(path))
-    if _drop_initializer_identities(proto):
-        onnx.save(proto, str(path))
+    proto = onnx.load_from_string(buffer.getvalue())
+    del buffer
+    _drop_initializer_identities(proto)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as err:  # pragma: no cover - would be an exporter bug
-        raise fail(f"the exported ONNX model fails onnx.checker: {first_line(err)}") from None
+        raise ModelError(f"the exported ONNX model fails onnx.checker: {condense(err)}") from None
+    try:
+        with open(path, "wb") as out:
+            out.write(proto.SerializeToString())
+    except OSError as err:
+        raise ModelError(f"cannot write {path}: {err.strerror or err}") from None
     return proto
 
 
@@ -154,6 +162,9 @@ def verify_onnx(reference: nn.Module, session: ort.InferenceSession, inputs: np.
         expected.append(reference(torch.from_numpy(batch)).numpy()[:real])
         actual.append(session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0][:real])
     want, got = np.concatenate(expected), np.concatenate(actual)
+    if not np.isfinite(want).all():
+        raise ModelError(f"the PyTorch model itself gives non-finite logits (NaN or inf) on {source}: "
+                         "its weights overflow float32, nothing to compare the export with")
     return Verification(
         count=len(want),
         max_abs_diff=float(np.abs(want.astype(np.float64) - got).max()),
@@ -161,27 +172,3 @@ def verify_onnx(reference: nn.Module, session: ort.InferenceSession, inputs: np.
         top1_agreement=float((want.argmax(1) == got.argmax(1)).mean()),
         source=source,
     )
-
-
-def load_verify_images(folder: Path | str, input_size: int, limit: int) -> tuple[np.ndarray, int]:
-    """Up to `limit` real images from `folder` through the published eval transform (float32 NCHW).
-
-    Returns the batch and how many unreadable images were skipped.
-    """
-    from repvgg_pipeline.dataset import find_images
-    from repvgg_pipeline.transforms import EvalTransform, default_resize, normalize_lut, preprocess_image
-
-    items = find_images(folder).items
-    transform = EvalTransform(resize=default_resize(input_size), crop=input_size)
-    lut = normalize_lut(transform.mean, transform.std)
-    arrays, skipped = [], 0
-    for item in items:
-        if len(arrays) == limit:
-            break
-        try:
-            arrays.append(preprocess_image(item.path, transform, lut))
-        except Exception:  # noqa: BLE001 - a corrupt image is skipped and counted, not fatal here
-            skipped += 1
-    if not arrays:
-        raise fail(f"--verify-images {folder}: no readable image")
-    return np.stack(arrays), skipped

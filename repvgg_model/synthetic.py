@@ -19,6 +19,8 @@ image gets the same class. Instead:
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -26,9 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from repvgg_model.checkpoint import FAMILIES, MMPRETRAIN, from_official_keys
+from repvgg_model.errors import ModelError
 from repvgg_model.model import RepVGGplus, create_model, fuse_model
-from repvgg_pipeline.atomic import atomic_path
-from repvgg_pipeline.cli import fail
 
 SE_WEIGHT_SCALE = 0.01  # random SE gates with full-size weights make a deep net chaotic in eval mode
 LAYOUTS = tuple(f"{family}{form}" for family in FAMILIES for form in ("", "-fused"))
@@ -131,7 +132,7 @@ def random_state_dict(arch: str = "RepVGG-A0", num_classes: int = 1000, seed: in
                       calibration_size: int = 224) -> dict[str, torch.Tensor]:
     """The state_dict `write_random_checkpoint` saves, keyed for `layout` (see LAYOUTS)."""
     if layout not in LAYOUTS:
-        raise fail(f"unknown checkpoint layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        raise ModelError(f"unknown checkpoint layout {layout!r}; known: {', '.join(LAYOUTS)}")
     model = randomize_model(create_model(arch, num_classes), seed, calibration_size=calibration_size)
     family, _, form = layout.partition("-")
     if form == "fused":
@@ -151,5 +152,15 @@ def write_random_checkpoint(path: Path | str, arch: str = "RepVGG-A0", num_class
     payload: object = state_dict
     if layout.startswith(MMPRETRAIN):
         payload = {"state_dict": state_dict, "meta": {"note": "random weights for testing"}}
-    with atomic_path(path) as tmp:
+    path = Path(path)
+    # atomically (temporary file beside it, then rename), without the pipeline's atomic module:
+    # the model library stands on its own
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

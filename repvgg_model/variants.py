@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from repvgg_pipeline.cli import fail
+from repvgg_model.errors import ModelError
 
 # Layers counted from 1 at the first block of stage 1 (the stem is layer 0); the official
 # g2/g4 variants group every second one of them.
@@ -99,5 +99,5 @@ def get_variant(arch: str | Variant) -> Variant:
         return arch
     variant = _BY_SHORT_KEY.get(_short_key(arch))
     if variant is None:
-        raise fail(f"unknown RepVGG variant {arch!r}; known: {', '.join(VARIANTS)}")
+        raise ModelError(f"unknown RepVGG variant {arch!r}; known: {', '.join(VARIANTS)}")
     return variant

@@ -91,6 +91,14 @@ def run_cli(
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except Exception as err:
+        # the model library's own error (repvgg_model.errors.ModelError: a bad checkpoint for the torch
+        # backend, say): the same one line. Looked up, not imported, so light scripts never load torch.
+        model_errors = sys.modules.get("repvgg_model.errors")
+        if model_errors is None or not isinstance(err, model_errors.ModelError):
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -12,8 +12,8 @@ import torch
 from repvgg_model import VARIANTS, create_model, fuse_model, load_checkpoint, write_random_checkpoint
 from repvgg_model import official as official_module
 from repvgg_model.checkpoint import from_official_keys, infer_variant, to_official_keys
+from repvgg_model.errors import ModelError
 from repvgg_model.synthetic import LAYOUTS, random_state_dict
-from repvgg_pipeline.cli import UserError
 
 NUM_CLASSES = 10
 
@@ -98,7 +98,7 @@ def test_ema_weights_only_when_asked(tmp_path, a0_official, reference_logits):
     loaded = load_checkpoint(path, use_ema=True)
     assert "EMA" in loaded.wrapper
     assert_same_function(loaded.model, reference_logits)
-    with pytest.raises(UserError, match="no EMA weights"):
+    with pytest.raises(ModelError, match="no EMA weights"):
         load_checkpoint(save(tmp_path / "noema.pth", {"model": other}), use_ema=True)
 
 
@@ -166,7 +166,7 @@ def test_bad_checkpoints_raise_one_line_errors(tmp_path, case, message, a0_offic
         save(path, {k: v for k, v in a0_official.items() if not k.startswith("stage3.13.")})
     elif case == "no-tensors":
         save(path, {"epoch": 3, "config": {"lr": 0.1}})
-    with pytest.raises(UserError, match=message) as info:
+    with pytest.raises(ModelError, match=message) as info:
         load_checkpoint(path, arch=arch)
     assert "\n" not in str(info.value)
 
@@ -177,7 +177,7 @@ class UnsafeThing:
 
 def test_key_lists_are_capped(tmp_path, a0_official):
     path = save(tmp_path / "few.pth", {k: v for k, v in a0_official.items() if not k.startswith("stage3.")})
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ModelError) as info:
         load_checkpoint(path, arch="A0")
     text = str(info.value)
     assert "missing keys" in text and "more)" in text and text.count("stage3.") == 10

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from repvgg_model import VARIANTS, create_model, fuse_model, get_variant, randomize_model
+from repvgg_model.errors import ModelError
 from repvgg_model.fusion import fold_batchnorm, identity_kernel, pad_1x1_to_3x3, sum_branches
 from repvgg_model.model import RepVGGBlock, RepVGGplus, repvgg_blocks
 from repvgg_model.variants import GROUPWISE_LAYERS
-from repvgg_pipeline.cli import UserError
 
 TOLERANCE = 1e-4  # relative to max|logit|, as pth2onnx checks
 
@@ -98,7 +98,7 @@ def test_variant_table_matches_the_published_architectures():
     assert get_variant("B0").stem_channels == 64 and get_variant("B3").stage_channels == (192, 384, 768, 2560)
     assert get_variant("D2se").input_size == 320 and get_variant("B1").input_size == 224
     assert len(VARIANTS) == 15
-    with pytest.raises(UserError, match="unknown RepVGG variant"):
+    with pytest.raises(ModelError, match="unknown RepVGG variant"):
         get_variant("C7")
 
 
