@@ -3,6 +3,7 @@
     python infer.py repvgg.onnx prep_bin/ result/ --output_dirname bs16 --batch-size 16
     python infer.py repvgg_bs16.om repvgg_prep_bin.info result/ --device 0      # on Ascend, via ais_bench
     python infer.py repvgg.onnx --loop 50 --batch-size 16                       # pure throughput, random input
+    python infer.py repvgg.onnx /data/imagenet/val result/ --batch-size 16      # streaming: images, no .bin files
 
 `.onnx` runs on ONNX Runtime (CUDA when onnxruntime-gpu is installed, else CPU), `.om`
 on an Ascend NPU through ais_bench's InferSession; the dumps and the
@@ -11,6 +12,13 @@ parse_perf.py work unchanged (also on the output of the real `python3 -m ais_ben
 Inputs must be float32 C,H,W tensors for an ONNX model; uint8 H,W,C tensors are for an
 OM converted with AIPP (`scripts/atc_convert.sh --aipp`) and are refused for ONNX rather
 than normalised on the host.
+
+Given a folder of images instead (flat or one subfolder per class; `--stream` to say so),
+infer.py streams: preprocess.py's transform runs in worker processes and feeds the
+backend directly, with preprocess.py's options (the crop and dtype default to what the
+model takes). The dumps are byte for byte those of preprocess.py + infer.py, no tensor
+file is written; `val_label.txt` (class folders) and `failed.txt` (unreadable images,
+exit code 1) go to OUTPUT.
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ from pathlib import Path
 
 from repvgg_pipeline import runner
 from repvgg_pipeline.backends.base import BACKENDS
-from repvgg_pipeline.cli import fail, run_cli
+from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli
 from repvgg_pipeline.formats.dumps import OUTFMTS
+from repvgg_pipeline.preprocessing import add_transform_arguments
+from repvgg_pipeline.sources.images import ImageStream, StreamOptions, looks_like_images
 
 
 def _input_size(text: str) -> tuple[int, int]:
@@ -64,7 +74,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="keep complete dumps of an earlier run in the same folder and run only the rest")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random data of a --loop run")
+    stream = parser.add_argument_group("streaming (INPUT is a folder of images): preprocess.py's options")
+    stream.add_argument("--stream", action="store_true",
+                        help="INPUT is a folder of images (the default when it holds images and no .bin files)")
+    add_transform_arguments(stream, crop_default=None, dtype_default=None)
     return parser
+
+
+_STREAM_ONLY = ("crop", "resize", "mean", "std", "dtype", "shard")
+
+
+def _image_stream(args: argparse.Namespace) -> ImageStream | None:
+    """The streaming source when INPUT is (or `--stream` says it is) a folder of images, else None."""
+    if args.input is None or not (args.stream or looks_like_images(args.input)):
+        given = [f"--{name}" for name in _STREAM_ONLY if getattr(args, name) is not None]
+        if given or args.stream:
+            raise fail(f"{(given or ['--stream'])[0]} applies to a folder of images; give one as INPUT")
+        return None
+    options = StreamOptions(crop=args.crop, resize=args.resize, mean=args.mean and tuple(args.mean),
+                            std=args.std and tuple(args.std), dtype=args.dtype, workers=args.workers, shard=args.shard)
+    return ImageStream(args.input, options, exclude=args.output)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -80,9 +109,13 @@ def main(args: argparse.Namespace) -> int:
         warmup=args.warmup, loop=args.loop, input_size=args.input_size, threads=args.threads, resume=args.resume,
         seed=args.seed,
     )
-    result = runner.run(options)
+    result = runner.run(options, source=_image_stream(args))
     print("\n".join(result.lines))
     print(runner.summary_line(result))
+    if result.failures:
+        print(f"infer.py: {len(result.failures)} images could not be read, listed in {result.failures_file}",
+              file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

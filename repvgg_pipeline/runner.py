@@ -15,10 +15,15 @@ model before anything runs, so a wrong file fails the run up front with its name
 the expected size instead of leaving a partial result behind. Reading the next batch and
 writing the last batch's dumps overlap the current batch's compute (one background
 thread each), which keeps the runner's overhead over a bare `session.run` loop small.
+
+Where the batches come from is a seam (`repvgg_pipeline.sources.BatchSource`): `.bin`
+files here (`TensorFiles`), or images decoded on the fly (`sources.images.ImageStream`,
+`infer.py` streaming); the backends only ever see arrays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -35,6 +40,7 @@ from repvgg_pipeline import atomic
 from repvgg_pipeline.backends.base import Backend, InputSpec, open_backend
 from repvgg_pipeline.cli import fail
 from repvgg_pipeline.formats import dumps, info, summary, tensors
+from repvgg_pipeline.sources import Batch, BatchSource, Sample
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -55,6 +61,10 @@ class InputFile:
     @property
     def stem(self) -> str:
         return self.path.stem
+
+    @property
+    def infile(self) -> str:
+        return str(self.path)
 
 
 def list_inputs(source: Path | str) -> list[InputFile]:
@@ -101,16 +111,17 @@ class Geometry:
         return tensors.describe(self.layout, self.height, self.width, self.channels)
 
 
-def resolve_geometry(spec: InputSpec, input_size: tuple[int, int] | None, files: Sequence[InputFile]) -> Geometry:
-    """The per-image input geometry: from the model, else `--input-size`, else the info file's width/height."""
+def resolve_geometry(spec: InputSpec, input_size: tuple[int, int] | None,
+                     size_hint: tuple[int, int] | None) -> Geometry:
+    """The per-image input geometry: from the model, else `--input-size`, else the source's (info file, crop)."""
     height, width = spec.height, spec.width
     if height is not None and width is not None:
         if input_size is not None and tuple(input_size) != (height, width):
             raise fail(f"--input-size {input_size[0]}x{input_size[1]} conflicts with the model's fixed input "
                        f"{height}x{width}")
         return Geometry(spec.layout, spec.channels, height, width)
-    if input_size is None and files and files[0].height:
-        input_size = (files[0].height, files[0].width)
+    if input_size is None:
+        input_size = size_hint
     if input_size is None:
         raise fail(f"the model's input {spec.name!r} has no fixed height and width; pass --input-size")
     return Geometry(spec.layout, spec.channels, int(input_size[0]), int(input_size[1]))
@@ -173,6 +184,41 @@ class RunOptions:
     seed: int = 0
 
 
+class TensorFiles:
+    """The `.bin` tensors of a folder or an info file (`list_inputs`) as a `BatchSource`: the two-step path."""
+
+    def __init__(self, inputs: Path | str) -> None:
+        self.samples: list[InputFile] = list_inputs(inputs)
+        self.failures: list[tuple[str, str]] = []  # a tensor that cannot be read fails the run instead
+
+    def size_hint(self) -> tuple[int, int] | None:
+        first = self.samples[0] if self.samples else None
+        return (first.height, first.width) if first is not None and first.height else None
+
+    def check(self, geometry: Geometry) -> None:
+        check_input_sizes(self.samples, geometry)
+
+    def batches(self, todo: Sequence[tuple[int, InputFile]], batch_size: int, geometry: Geometry,
+                overlap: bool) -> Iterator[Batch]:
+        chunks = list(_chunks(todo, batch_size))
+        with _io_executor(overlap) as reader:
+            buffers = _batch_buffers(batch_size, geometry)
+
+            def submit(chunk):
+                # the buffer handed out here was last run two batches ago: that run has returned
+                return reader.submit(_read_batch, [item for _, item in chunk], geometry, next(buffers))
+
+            pending = submit(chunks[0]) if chunks else None
+            for number, chunk in enumerate(chunks):
+                batch = pending.result()
+                if number + 1 < len(chunks):
+                    pending = submit(chunks[number + 1])
+                yield Batch(list(chunk), batch, len(chunk))
+
+    def write_reports(self, output_root: Path) -> Path | None:
+        return None
+
+
 @dataclass
 class RunResult:
     """What a run did, for the caller's report and for tests."""
@@ -189,6 +235,8 @@ class RunResult:
     backend: str
     device: str
     lines: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # inputs that could not be read (streaming)
+    failures_file: Path | None = None
 
 
 def _read_batch(files: Sequence[InputFile], geometry: Geometry, batch: np.ndarray) -> np.ndarray:
@@ -240,7 +288,7 @@ def _chunks(files: Sequence[InputFile], size: int) -> Iterator[Sequence[InputFil
         yield files[start:start + size]
 
 
-def _write_dumps(chunk: Sequence[tuple[int, InputFile]], outputs: Sequence[np.ndarray], dump_dir: Path,
+def _write_dumps(chunk: Sequence[tuple[int, Sample]], outputs: Sequence[np.ndarray], dump_dir: Path,
                  outfmt: str) -> dict[str, dict]:
     """Write one batch's dumps (padding rows excluded); return its `filesinfo` entries, keyed by sample index."""
     entries = {}
@@ -250,7 +298,7 @@ def _write_dumps(chunk: Sequence[tuple[int, InputFile]], outputs: Sequence[np.nd
             path = dumps.dump_path(dump_dir, item.stem, out_index, outfmt)
             dumps.write_dump(path, output[row:row + 1])
             outfiles.append(str(path))
-        entries[str(index)] = {"infiles": [str(item.path)], "outfiles": outfiles}
+        entries[str(index)] = {"infiles": [item.infile], "outfiles": outfiles}
     return entries
 
 
@@ -294,28 +342,36 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="img", desc="infer", file=sys.stderr, disable=None if enabled else True)
 
 
-def run(options: RunOptions, backend: Backend | None = None, progress: bool = True) -> RunResult:
-    """Run the model over the inputs (or `loop` times over random data when there are none); see the module doc."""
+def run(options: RunOptions, backend: Backend | None = None, progress: bool = True,
+        source: BatchSource | None = None) -> RunResult:
+    """Run the model over the inputs (or `loop` times over random data when there are none); see the module doc.
+
+    `source` gives the batches (default: the `.bin` tensors of `options.inputs`).
+    """
     outfmt = options.outfmt.upper()
     if outfmt not in dumps.OUTFMTS:
         raise fail(f"unknown --outfmt {options.outfmt!r}; expected one of {', '.join(dumps.OUTFMTS)}")
     if options.loop < 1 or options.warmup < 0:
         raise fail("--loop must be at least 1 and --warmup at least 0")
-    files = list_inputs(options.inputs) if options.inputs is not None else []
+    if source is None and options.inputs is not None:
+        source = TensorFiles(options.inputs)
     own_backend = backend is None
     if backend is None:
         backend = open_backend(options.model, options.backend, options.device, options.threads)
     try:
-        return _run(options, backend, files, outfmt, progress)
+        return _run(options, backend, source, outfmt, progress)
     finally:
         if own_backend:
             backend.close()
 
 
-def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: str, progress: bool) -> RunResult:
-    geometry = resolve_geometry(backend.input, options.input_size, files)
+def _run(options: RunOptions, backend: Backend, source: BatchSource | None, outfmt: str,
+         progress: bool) -> RunResult:
+    files = source.samples if source is not None else []
+    geometry = resolve_geometry(backend.input, options.input_size, source.size_hint() if source else None)
     batch_size = resolve_batch_size(backend.input, options.batch_size)
-    check_input_sizes(files, geometry)
+    if source is not None:
+        source.check(geometry)
     if options.output_dirname is None:
         options.output_dirname = default_output_dirname()
     dirname = options.output_dirname.rstrip("/")
@@ -372,47 +428,44 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
             record(backend.run(random_batch)[1])
             batches += 1
     else:
-        chunks = list(_chunks(todo, batch_size))
         written = []
         overlap = not backend.compute_on_host  # see Backend.compute_on_host
-        with _io_executor(overlap) as reader, _io_executor(overlap) as writer, _progress(len(todo), progress) as bar:
-            buffers = _batch_buffers(batch_size, geometry)
-
-            def submit(chunk):
-                # the buffer handed out here was last run two batches ago: that run has returned
-                return reader.submit(_read_batch, [item for _, item in chunk], geometry, next(buffers))
-
-            pending = submit(chunks[0]) if chunks else None
-            if chunks and options.warmup:
-                warm = pending.result()
-                for _ in range(options.warmup):
-                    backend.run(warm)
-            for number, chunk in enumerate(chunks):
-                batch = pending.result()
-                if number + 1 < len(chunks):
-                    pending = submit(chunks[number + 1])
+        with (_io_executor(overlap) as writer, _progress(len(todo), progress) as bar,
+              contextlib.closing(source.batches(todo, batch_size, geometry, overlap)) as source_batches):
+            for number, batch in enumerate(source_batches):
+                chunk = batch.rows
+                if number == 0:
+                    for _ in range(options.warmup):
+                        backend.run(batch.array)
                 for _ in range(options.loop):
-                    outputs, timing = backend.run(batch)
+                    outputs, timing = backend.run(batch.array)
                     record(timing)
                 batches += 1
                 padded += batch_size - len(chunk)
                 if dump_dir is not None:
                     written.append(writer.submit(_write_dumps, chunk, outputs, dump_dir, outfmt))
-                bar.update(len(chunk))
+                bar.update(batch.consumed)
             for future in written:  # re-raises a failed write here, before any summary is written
                 filesinfo.update(future.result())
     wall_s = time.perf_counter() - start
 
     for index, paths in kept.items():
-        filesinfo[str(index)] = {"infiles": [str(files[index].path)], "outfiles": [str(p) for p in paths]}
-    filesinfo = dict(sorted(filesinfo.items(), key=lambda kv: int(kv[0])))
+        filesinfo[str(index)] = {"infiles": [files[index].infile], "outfiles": [str(p) for p in paths]}
+    # numbered 0.. in input order over the inputs that have dumps: an unreadable image leaves no gap,
+    # exactly as when preprocess.py left out its tensor
+    filesinfo = {str(number): entry for number, (_, entry)
+                 in enumerate(sorted(filesinfo.items(), key=lambda kv: int(kv[0])))}
+    failures_file = None
+    if source is not None and options.output_root is not None:
+        failures_file = source.write_reports(Path(options.output_root))
     result_summary = summary.build_summary(filesinfo, _summary_args(options, backend, batch_size),
                                            compute_ms, h2d_ms, d2h_ms, batch_size)
     if summary_file is not None:
         summary.write_summary(summary_file, result_summary)
-    return RunResult(result_summary, summary_file, dump_dir, len(todo), batches, padded, len(kept), wall_s,
-                     batch_size, backend.name, backend.device,
-                     summary.performance_summary_lines(result_summary, batch_size))
+    failures = list(source.failures) if source is not None else []
+    return RunResult(result_summary, summary_file, dump_dir, len(todo) - len(failures), batches, padded, len(kept),
+                     wall_s, batch_size, backend.name, backend.device,
+                     summary.performance_summary_lines(result_summary, batch_size), failures, failures_file)
 
 
 def summary_line(result: RunResult) -> str:
@@ -428,6 +481,8 @@ def summary_line(result: RunResult) -> str:
         f"{result.wall_s:.2f} s wall, {rate:.1f} img/s end to end",
         f"compute throughput {result.summary['throughput']:.1f} img/s",
     ]
+    if result.failures:
+        parts.append(f"{len(result.failures)} unreadable, listed in {result.failures_file}")
     if result.dump_dir is not None:
         parts.append(f"dumps in {result.dump_dir}, summary {result.summary_file}")
     return "; ".join(parts)
