@@ -35,6 +35,8 @@ Options:
   --device N          NPU id for ais_bench (default 0)
   --soc_version V     passed to atc_convert.sh (default: detected from npu-smi)
   --aipp              Ascend only: uint8 tensors, normalised on the device by AIPP (atc_convert.sh --aipp)
+  --stream            infer.py decodes the images itself (preprocess.py's transform in worker processes):
+                      no prep_bin/ of tensors in the work folder, same dumps
   -h, --help          this help
 Environment: PYTHON (default: python, else python3).
 EOF
@@ -46,7 +48,7 @@ step() { echo; echo "== $PROG: $*"; }
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
 
 checkpoint="" images="" labels="" arch="" input_size=224 workdir="" batch_sizes="1 16" backend=auto chip=""
-device=0 soc_version="" aipp=0
+device=0 soc_version="" aipp=0 stream=0
 while [[ $# -gt 0 ]]; do
   arg="$1"
   if [[ "$arg" == --*=* ]]; then set -- "${arg%%=*}" "${arg#*=}" "${@:2}"; arg="$1"; fi
@@ -64,6 +66,7 @@ while [[ $# -gt 0 ]]; do
     --device) need_value "$@"; device="$2"; shift 2 ;;
     --soc_version|--soc-version) need_value "$@"; soc_version="$2"; shift 2 ;;
     --aipp) aipp=1; shift ;;
+    --stream) stream=1; shift ;;
     *) die "unknown option '$arg' (see --help)" ;;
   esac
 done
@@ -139,9 +142,21 @@ export_args=("$checkpoint" "$onnx" --input-size "$input_size" --verify-images "$
 # ---- 2. images -> .bin tensors, and their info file
 dtype=float32
 [[ "$aipp" == 0 ]] || dtype=uint8
-step "2/6 preprocess + gen_dataset_info: images -> $dtype .bin tensors"
-"$PYTHON" "$ROOT/preprocess.py" "$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype"
-"$PYTHON" "$ROOT/gen_dataset_info.py" bin "$workdir/prep_bin" "$workdir/repvgg_prep_bin.info" "$input_size" "$input_size"
+infer_input="$workdir/repvgg_prep_bin.info" stream_args=()
+if [[ "$stream" == 1 ]]; then
+  step "2/6 streaming: infer.py preprocesses the images itself ($dtype), no .bin tensors written"
+  infer_input="$images" stream_args=(--stream --crop "$input_size" --dtype "$dtype")
+  if [[ -z "$labels" ]]; then  # infer.py writes val_label.txt into result/ for a class-folder layout
+    find "$images" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | grep -q . \
+      || die "no --labels given and $images has no class subfolders to take them from"
+    labels="$workdir/result/val_label.txt"
+  fi
+else
+  step "2/6 preprocess + gen_dataset_info: images -> $dtype .bin tensors"
+  "$PYTHON" "$ROOT/preprocess.py" "$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype"
+  "$PYTHON" "$ROOT/gen_dataset_info.py" bin "$workdir/prep_bin" "$workdir/repvgg_prep_bin.info" \
+    "$input_size" "$input_size"
+fi
 if [[ -z "$labels" ]]; then
   [[ -f "$workdir/prep_bin/val_label.txt" ]] \
     || die "no --labels given and $images has no class subfolders to take them from"
@@ -170,8 +185,8 @@ summaries=()
 for i in "${!batch_list[@]}"; do
   b="${batch_list[$i]}"
   step "4/6 infer: batch $b with $backend_name"
-  "$PYTHON" "$ROOT/infer.py" "${models[$i]}" "$workdir/repvgg_prep_bin.info" "$workdir/result" \
-    --output_dirname "bs$b" --batch-size "$b" --device "$device"
+  "$PYTHON" "$ROOT/infer.py" "${models[$i]}" "$infer_input" "$workdir/result" \
+    --output_dirname "bs$b" --batch-size "$b" --device "$device" ${stream_args[@]+"${stream_args[@]}"}
   # ---- 5. accuracy
   step "5/6 postprocess: top-k accuracy of batch $b"
   "$PYTHON" "$ROOT/postprocess.py" "$workdir/result/bs$b" "$labels" "$workdir/result_bs$b.json"

@@ -21,13 +21,17 @@ thread that loses its core stalls every other one at the next barrier).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import mmap
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -152,47 +156,43 @@ class ImageStream:
             raise RuntimeError("check(geometry) must run before batches()")
         if not todo:
             return
-        shape, dtype = (batch_size, *geometry.shape), tensors.layout_dtype(geometry.layout)
-        buffers = itertools.cycle([np.empty(shape, dtype=dtype), np.empty(shape, dtype=dtype)])
+        shape, dtype = geometry.shape, tensors.layout_dtype(geometry.layout)
+        buffers = itertools.cycle([np.empty((batch_size, *shape), dtype), np.empty((batch_size, *shape), dtype)])
         ahead = batch_size * max(1, self.options.depth) if overlap else batch_size
         workers = max(1, min(self.options.workers, len(todo)))
-        pool = Pool(workers, initializer=init_worker, initargs=(self.transform, self.dtype, True))
-        try:
+        with DecodePool(workers, self.transform, self.dtype, ahead, shape, dtype) as pool:
             queue = iter(todo)
-            pending: deque = deque()
+            submitted: deque[tuple[int, ImageSample]] = deque()  # in order, not yet consumed
 
             def submit_up_to(limit: int) -> None:
-                while len(pending) < limit:
+                while len(submitted) < limit:
                     entry = next(queue, None)
                     if entry is None:
                         return
-                    pending.append((entry, pool.apply_async(preprocess_one, (entry[1].infile,))))
+                    pool.submit(entry[1].infile)
+                    submitted.append(entry)
 
             rows: list[tuple[int, ImageSample]] = []
             array, consumed = next(buffers), 0
             submit_up_to(ahead)
-            while pending:
-                (index, sample), result = pending.popleft()
+            while submitted:
+                index, sample = submitted.popleft()
+                error = pool.next_into(array[len(rows)])
                 if overlap:
                     submit_up_to(ahead)
-                pixels, error = result.get()
                 consumed += 1
                 if error is not None:
                     self._report_failure(sample, error)
                 else:
-                    array[len(rows)] = pixels
                     rows.append((index, sample))
                 if not overlap:  # on the host: only what this batch still needs, so no worker decodes during compute
                     submit_up_to(batch_size - len(rows))
-                if len(rows) == batch_size or (not pending and rows):
+                if len(rows) == batch_size or (not submitted and rows):
                     array[len(rows):] = 0
                     yield Batch(rows, array, consumed)
                     rows, array, consumed = [], next(buffers), 0
                     if not overlap:
                         submit_up_to(batch_size)
-        finally:
-            pool.terminate()  # also on Ctrl-C or an error: no worker outlives the run
-            pool.join()
 
     def _report_failure(self, sample: ImageSample, error: str) -> None:
         from tqdm import tqdm
@@ -211,3 +211,118 @@ class ImageStream:
         path = output_root / self.failures_name()
         write_failures(path, sorted(self.failures))
         return path if self.failures else None
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT held back meanwhile (not lost: it is delivered when unblocked); forked children inherit the block."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: have the kernel end this worker when its parent dies, even by SIGKILL (no orphan decoding on)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _decode_loop(tasks, results, memory: mmap.mmap, slots: int, shape: tuple[int, ...], dtype: np.dtype,
+                 transform, layout: str) -> None:
+    """A worker: take (slot, path) tasks, decode with preprocess.py's code into the slot, answer (slot, error)."""
+    _set_parent_death_signal()
+    init_worker(transform, layout, ignore_sigint=True)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent around fork
+    ring = np.frombuffer(memory, dtype=dtype).reshape(slots, *shape)
+    while (task := tasks.get()) is not None:
+        slot, path = task
+        array, error = preprocess_one(path)
+        if error is None:
+            ring[slot] = array
+        results.send((slot, error))
+
+
+class DecodePool:
+    """Worker processes that decode images into the slots of a shared memory ring, in submission order.
+
+    Why not `multiprocessing.Pool`: its results travel pickled through one pipe (602 KB per
+    float32 image, copied four times), and its `terminate()` can deadlock on the task queue's
+    lock when a worker sits idle, which is the normal state between batches here (Ctrl-C then
+    hung). Here a result is a slot number; the pixels are written once, by the worker, into
+    memory the parent reads (one copy into the batch). Each worker answers on its own pipe, so
+    the parent can also notice a worker that died (a decoder crash) instead of waiting forever;
+    closing terminates the workers without touching any lock. The ring is anonymous shared
+    memory inherited through fork (no name to leak); each of the `slots` slots holds one image.
+    """
+
+    def __init__(self, workers: int, transform, layout: str, slots: int, shape: tuple[int, ...],
+                 dtype: np.dtype) -> None:
+        try:
+            context = multiprocessing.get_context("fork")
+        except ValueError:
+            raise fail("streaming needs the 'fork' start method (Linux, macOS); run preprocess.py + infer.py") from None
+        self.memory = mmap.mmap(-1, max(1, slots * int(np.prod(shape)) * np.dtype(dtype).itemsize))
+        self.ring = np.frombuffer(self.memory, dtype=dtype).reshape(slots, *shape)
+        self.free = deque(range(slots))
+        self.order: deque[int] = deque()  # slots of the submitted images, in submission order
+        self.done: dict[int, str | None] = {}  # slot -> error, for answers that came in ahead of their turn
+        self.tasks = context.SimpleQueue()
+        self.processes, self.answers = [], []
+        with _sigint_blocked():  # a Ctrl-C at fork time must reach the parent only, not a worker not yet ignoring it
+            for _ in range(workers):
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(target=_decode_loop, daemon=True,
+                                          args=(self.tasks, writer, self.memory, slots, shape, dtype, transform,
+                                                layout))
+                process.start()
+                writer.close()  # the worker holds its end; EOF here then means the worker is gone
+                self.processes.append(process)
+                self.answers.append(reader)
+
+    def submit(self, path: str) -> None:
+        """Queue one image; at most `slots` may be submitted and not yet taken with `next_into`."""
+        slot = self.free.popleft()
+        self.order.append(slot)
+        self.tasks.put((slot, path))
+
+    def next_into(self, out: np.ndarray) -> str | None:
+        """Wait for the oldest submitted image and copy it into `out`; its error instead when it was unreadable."""
+        slot = self.order.popleft()
+        while slot not in self.done:
+            for reader in multiprocessing.connection.wait(self.answers):
+                try:
+                    answered, error = reader.recv()
+                except EOFError:
+                    process = self.processes[self.answers.index(reader)]
+                    process.join(1)
+                    raise fail(f"an image decoding worker died (exit code {process.exitcode}); "
+                               "rerun with --resume to go on", exit_code=1) from None
+                self.done[answered] = error
+        error = self.done.pop(slot)
+        if error is None:
+            out[...] = self.ring[slot]
+        self.free.append(slot)
+        return error
+
+    def close(self) -> None:
+        """End the workers (also mid-task: nothing they hold is used again) and release the ring."""
+        for process in self.processes:
+            if process.exitcode is None:
+                process.terminate()
+        for process in self.processes:
+            process.join()
+        for reader in self.answers:
+            reader.close()
+        self.tasks.close()
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
