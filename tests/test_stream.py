@@ -219,6 +219,57 @@ def test_ctrl_c_is_clean_and_resume_finishes(shared_data, models, tmp_path):
     shutil.rmtree(out)
 
 
+def test_a_worker_that_dies_ends_the_run_with_one_line(shared_data, models, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "infer.py"), str(models / "dynamic.onnx"),
+                             str(shared_data / "imagenet_val_1300"), str(out), "--output_dirname", "bs8",
+                             "--batch-size", str(BATCH), "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not (out / "bs8").is_dir() or len(list((out / "bs8").iterdir())) < 16):
+        time.sleep(0.02)
+    workers = [pid for pid in _our_processes(str(out)) if pid != proc.pid]
+    assert len(workers) == 2 and proc.poll() is None
+    os.kill(workers[0], signal.SIGKILL)  # as the OOM killer or a crashing decoder would
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "decoding worker died" in err
+    time.sleep(0.2)
+    assert not _our_processes(str(out))
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_images_in_flight_are_bounded_by_the_queue_depth(shared_data, tmp_path, monkeypatch, overlap):
+    """Whatever the number of images, at most depth x batch (on the host: one batch) are decoded ahead."""
+    from repvgg_pipeline.runner import Geometry
+    from repvgg_pipeline.sources import images as stream
+
+    folder = link_images(sorted((shared_data / "imagenet_val_1300").glob("*.JPEG"))[:100], tmp_path / "images")
+    outstanding, peak = [0], [0]
+    submit, next_into = stream.DecodePool.submit, stream.DecodePool.next_into
+
+    def counting_submit(self, path):
+        outstanding[0] += 1
+        peak[0] = max(peak[0], outstanding[0])
+        submit(self, path)
+
+    def counting_next_into(self, out):
+        outstanding[0] -= 1
+        return next_into(self, out)
+
+    monkeypatch.setattr(stream.DecodePool, "submit", counting_submit)
+    monkeypatch.setattr(stream.DecodePool, "next_into", counting_next_into)
+    source = stream.ImageStream(folder, stream.StreamOptions(workers=2, depth=2))
+    geometry = Geometry("uint8", 3, SIZE, SIZE)
+    source.check(geometry)
+    rows = []
+    for batch in source.batches(list(enumerate(source.samples)), 4, geometry, overlap):
+        time.sleep(0.005)  # a slow device: the workers run ahead as far as they may
+        rows.extend(index for index, _ in batch.rows)
+    assert rows == list(range(100))
+    assert peak[0] == (8 if overlap else 4)
+
+
 def test_stream_option_errors_are_one_line(shared_data, models, tmp_path):
     images = link_images(sorted((shared_data / "imagenet_val_1300").glob("*.JPEG"))[:2], tmp_path / "images")
     model = models / "dynamic.onnx"
