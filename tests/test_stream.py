@@ -18,7 +18,7 @@ import torch
 
 from repvgg_pipeline import atomic
 from repvgg_pipeline.formats.labels import read_labels
-from tests.conftest import REPO_ROOT, STANDINS, assert_one_line_error, run_script
+from tests.conftest import REPO_ROOT, STANDINS, assert_one_line_error, run_atc_standin, run_script
 from tests.test_infer import _standin_env
 
 SIZE = 224
@@ -44,14 +44,7 @@ def models(tmp_path_factory):
 
 
 def _atc(onnx: Path, output: Path, batch: int, aipp: Path | None = None) -> Path:
-    """The stand-in atc: an '.om' that is the ONNX model with its batch fixed (and AIPP recorded)."""
-    args = [sys.executable, str(STANDINS / "atc_standin.py"), "--framework=5", f"--model={onnx}", f"--output={output}",
-            "--input_format=NCHW", f"--input_shape=actual_input_1:{batch},3,{SIZE},{SIZE}",
-            "--soc_version=Ascend310P3"]
-    if aipp is not None:
-        args.append(f"--insert_op_conf={aipp}")
-    subprocess.run(args, check=True, capture_output=True)
-    return output.with_suffix(".om")
+    return run_atc_standin(onnx, output, batch, SIZE, aipp)
 
 
 def _aipp_config(onnx: Path, folder: Path) -> Path:
