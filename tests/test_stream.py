@@ -1,6 +1,6 @@
 """Streaming (`infer.py MODEL IMAGES OUTPUT`): byte for byte the dumps of preprocess.py + infer.py, on real images,
-for float32 (ONNX Runtime, compute on the host) and uint8 (an AIPP OM through the stand-in ais_bench, compute off
-the host), with failures, labels, resume and Ctrl-C; and `run_pipeline.sh --stream`."""
+for float32 (ONNX Runtime) and uint8 (an AIPP OM through the stand-in ais_bench), with failures, labels, resume
+and Ctrl-C; and `run_pipeline.sh --stream`."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def test_uint8_stream_through_an_aipp_om_equals_two_step(shared_data, models, tm
     env = _standin_env()
     reference = two_step(om, images, tmp_path, "--dtype", "uint8", env=env)
     out = tmp_path / "stream"
-    # no --dtype: the OM's uint8 N,H,W,C input says it; ais_bench computes off the host, so decoding overlaps
+    # no --dtype: the OM's uint8 N,H,W,C input says it
     proc = run_script("infer.py", om, images, out, "--output_dirname", "bs8", "--workers", "2", env=env)
     assert proc.returncode == 0, proc.stderr
     assert dumps_of(out / "bs8") == dumps_of(reference) and len(dumps_of(reference)) == 21
@@ -231,9 +231,9 @@ def test_a_worker_that_dies_ends_the_run_with_one_line(shared_data, models, tmp_
     assert not _our_processes(str(out))
 
 
-@pytest.mark.parametrize("overlap", [False, True])
-def test_images_in_flight_are_bounded_by_the_queue_depth(shared_data, tmp_path, monkeypatch, overlap):
-    """Whatever the number of images, at most depth x batch (on the host: one batch) are decoded ahead."""
+@pytest.mark.parametrize("depth", [0, 2])
+def test_images_in_flight_are_bounded_by_the_queue_depth(shared_data, tmp_path, monkeypatch, depth):
+    """Whatever the number of images, at most depth x batch (depth 0: the one batch being assembled) in flight."""
     from repvgg_pipeline.runner import Geometry
     from repvgg_pipeline.sources import images as stream
 
@@ -252,15 +252,15 @@ def test_images_in_flight_are_bounded_by_the_queue_depth(shared_data, tmp_path, 
 
     monkeypatch.setattr(stream.DecodePool, "submit", counting_submit)
     monkeypatch.setattr(stream.DecodePool, "next_into", counting_next_into)
-    source = stream.ImageStream(folder, stream.StreamOptions(workers=2, depth=2))
+    source = stream.ImageStream(folder, stream.StreamOptions(workers=2, depth=depth))
     geometry = Geometry("uint8", 3, SIZE, SIZE)
     source.check(geometry)
     rows = []
-    for batch in source.batches(list(enumerate(source.samples)), 4, geometry, overlap):
+    for batch in source.batches(list(enumerate(source.samples)), 4, geometry, overlap=False):
         time.sleep(0.005)  # a slow device: the workers run ahead as far as they may
         rows.extend(index for index, _ in batch.rows)
     assert rows == list(range(100))
-    assert peak[0] == (8 if overlap else 4)
+    assert peak[0] == (8 if depth else 4)
 
 
 def test_stream_option_errors_are_one_line(shared_data, models, tmp_path):
