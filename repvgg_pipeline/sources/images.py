@@ -138,8 +138,8 @@ class ImageStream:
             raise fail(f"the model takes {geometry.channels}-channel input ({geometry.describe()}); "
                        "images decode to 3 channels (RGB)")
         if geometry.height != geometry.width:
-            raise fail(f"the model's input is {geometry.height}x{geometry.width}; the center crop is square: "
-                       "run preprocess.py with a matching transform, or export a square model")
+            raise fail(f"the model's input is {geometry.height}x{geometry.width}; the eval transform makes square "
+                       "center crops, so stream into a model with a square input")
         if options.crop is not None and options.crop != geometry.height:
             raise fail(f"--crop {options.crop} makes {options.crop}x{options.crop} images, the model takes "
                        f"{geometry.describe()}: leave --crop out to use the model's size")
