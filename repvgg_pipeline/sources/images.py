@@ -15,8 +15,9 @@ batches of images are decoded ahead of the batch being computed (one shared memo
 each), and two batch buffers are reused. The workers decode ahead whether the compute runs
 off the host (an NPU: wall time ~ max(decode, compute)) or on its CPU: on 2 cores with ONNX
 Runtime, decoding during compute was measured faster than decoding between computes with
-every core (bench_stream.py: 0.89 x vs 1.02 x the two-step time), so `depth=0`, nothing
-decoded during compute, is only an option.
+every core (bench_stream.py, 1,000 images, a shared and noisy machine: 0.91 x vs 1.41 x the
+two-step time; smaller runs 0.99 x vs 1.07 x), so `depth=0`, nothing decoded during compute,
+is only an option.
 """
 
 from __future__ import annotations
