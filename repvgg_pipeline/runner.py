@@ -308,11 +308,15 @@ def _existing_dumps(dump_dir: Path, stem: str, outputs: int, outfmt: str) -> lis
     return paths if all(p.is_file() for p in paths) else None
 
 
-def _clear_old_dumps(dump_dir: Path) -> int:
-    """Remove dumps an earlier run left in `dump_dir`, so none of them is scored as if it were fresh."""
+def _clear_old_dumps(dump_dir: Path, temporaries_only: bool = False) -> int:
+    """Remove dumps an earlier run left in `dump_dir`, so none of them is scored as if it were fresh.
+
+    `temporaries_only` (resuming): only the leftovers of writes an interrupt cut short.
+    """
     removed = 0
     for entry in os.scandir(dump_dir):
-        if entry.is_file() and (dumps.parse_dump_name(entry.name) or atomic.is_temporary(entry.name)):
+        if entry.is_file() and ((not temporaries_only and dumps.parse_dump_name(entry.name))
+                                or atomic.is_temporary(entry.name)):
             os.unlink(entry.path)
             removed += 1
     return removed
@@ -395,6 +399,7 @@ def _run(options: RunOptions, backend: Backend, source: BatchSource | None, outf
         except OSError as err:
             raise fail(f"cannot create output folder {dump_dir}: {err.strerror or err}") from None
         if options.resume:
+            _clear_old_dumps(dump_dir, temporaries_only=True)
             for index, item in enumerate(files):
                 existing = _existing_dumps(dump_dir, item.stem, len(backend.output_names), outfmt)
                 if existing is not None:

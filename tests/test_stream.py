@@ -198,16 +198,16 @@ def test_ctrl_c_is_clean_and_resume_finishes(shared_data, models, tmp_path):
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     time.sleep(0.2)
     assert not _our_processes(str(out)), "a worker outlived the run"
-    partial = list((out / "bs8").iterdir())
-    assert 40 <= len(partial) < 1300
-    assert not any(atomic.is_temporary(p) for p in partial) and all(p.stat().st_size == 40 for p in partial)
+    # whatever exists under a final name is whole (a write cut short leaves only a temporary name)
+    partial = [p for p in (out / "bs8").iterdir() if not atomic.is_temporary(p)]
+    assert 40 <= len(partial) < 1300 and all(p.stat().st_size == 40 for p in partial)
     assert not (out / "bs8_summary.json").exists()
 
     resumed = run_script("infer.py", models / "dynamic.onnx", images, out, "--output_dirname", "bs8",
                          "--batch-size", BATCH, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(partial)} kept from an earlier run" in resumed.stdout
-    assert len(list((out / "bs8").iterdir())) == 1300
+    assert len(list((out / "bs8").iterdir())) == 1300  # no temporary left behind either
     assert len(json.loads((out / "bs8_summary.json").read_text())["filesinfo"]) == 1300
     shutil.rmtree(out)
 
