@@ -5,6 +5,7 @@
     python infer.py repvgg.onnx --loop 50 --batch-size 16                       # pure throughput, random input
     python infer.py RepVGG-A0-train.pth prep_bin/ result/ --output_dirname torch  # PyTorch reference (train-time model)
     python infer.py repvgg.onnx prep_bin/ result/ --output_dirname fp16 --precision_mode force_fp16  # FP16 preview
+    python infer.py repvgg.onnx /data/imagenet/val result/ --batch-size 16      # streaming: images, no .bin files
 
 `.onnx` runs on ONNX Runtime (CUDA when onnxruntime-gpu is installed, else CPU), `.om`
 on an Ascend NPU through ais_bench's InferSession; the dumps and the
@@ -13,6 +14,13 @@ parse_perf.py work unchanged (also on the output of the real `python3 -m ais_ben
 Inputs must be float32 C,H,W tensors for an ONNX model; uint8 H,W,C tensors are for an
 OM converted with AIPP (`scripts/atc_convert.sh --aipp`) and are refused for ONNX rather
 than normalised on the host.
+
+Given a folder of images instead (flat or one subfolder per class; `--stream` to say so),
+infer.py streams: preprocess.py's transform runs in worker processes and feeds the
+backend directly, with preprocess.py's options (the crop and dtype default to what the
+model takes). The dumps are byte for byte those of preprocess.py + infer.py, no tensor
+file is written; `val_label.txt` (class folders) and `failed.txt` (unreadable images,
+exit code 1) go to OUTPUT.
 """
 
 from __future__ import annotations
@@ -21,13 +29,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from repvgg_pipeline.cli import fail, run_cli
+from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli
 
 # isort: split
 # imported after repvgg_pipeline.cli, which turns a Ctrl-C during these (slow) imports into one line
 from repvgg_pipeline import runner
 from repvgg_pipeline.backends import BACKENDS, backend_for, open_backend
 from repvgg_pipeline.formats.dumps import OUTFMTS
+from repvgg_pipeline.preprocessing import add_transform_arguments
+from repvgg_pipeline.sources.images import ImageStream, StreamOptions, looks_like_images
+from repvgg_pipeline.transforms import TORCHVISION
 
 
 def _input_size(text: str) -> tuple[int, int]:
@@ -94,6 +105,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision_mode", "--precision-mode", dest="precision_mode", metavar="MODE",
                         help="ONNX model: preview ATC's --precision_mode (force_fp16: float16 data, float32 ops); "
                              "must_keep_origin_dtype or no flag: plain float32")
+    stream = parser.add_argument_group("streaming (INPUT is a folder of images): preprocess.py's options")
+    stream.add_argument("--stream", action="store_true",
+                        help="INPUT is a folder of images (the default when it holds images and no .bin files)")
+    add_transform_arguments(stream, crop_default=None, dtype_default=None)
     return parser
 
 
@@ -132,6 +147,23 @@ def _backend_options(args: argparse.Namespace) -> tuple[str, dict] | None:
     return None
 
 
+_STREAM_ONLY = ("crop", "resize", "mean", "std", "dtype", "shard")  # --preset: checked apart (it has a default)
+
+
+def _image_stream(args: argparse.Namespace) -> ImageStream | None:
+    """The streaming source when INPUT is (or `--stream` says it is) a folder of images, else None."""
+    if args.input is None or not (args.stream or looks_like_images(args.input)):
+        given = [f"--{name}" for name in _STREAM_ONLY if getattr(args, name) is not None]
+        given += ["--preset"] if args.preset != TORCHVISION else []
+        if given or args.stream:
+            raise fail(f"{(given or ['--stream'])[0]} applies to a folder of images; give one as INPUT")
+        return None
+    options = StreamOptions(crop=args.crop, resize=args.resize, mean=args.mean and tuple(args.mean),
+                            std=args.std and tuple(args.std), dtype=args.dtype, workers=args.workers, shard=args.shard,
+                            preset=args.preset)
+    return ImageStream(args.input, options, exclude=args.output)
+
+
 def main(args: argparse.Namespace) -> int:
     _merge_named(args)
     if args.model is None:
@@ -150,18 +182,23 @@ def main(args: argparse.Namespace) -> int:
         warmup=args.warmup, loop=args.loop, input_size=args.input_size, threads=args.threads, resume=args.resume,
         seed=args.seed, pure_data_type=args.pure_data_type, display_all_summary=args.display_all_summary,
     )
+    source = _image_stream(args)
     chosen = _backend_options(args)
     if chosen is None:
-        result = runner.run(options)
+        result = runner.run(options, source=source)
     else:
         options.backend = chosen[0]
         backend = open_backend(args.model, chosen[0], args.device, args.threads, **chosen[1])
         try:
-            result = runner.run(options, backend=backend)
+            result = runner.run(options, backend=backend, source=source)
         finally:
             backend.close()
     print("\n".join(result.lines))
     print(runner.summary_line(result))
+    if result.failures:
+        print(f"infer.py: {len(result.failures)} images could not be read, listed in {result.failures_file}",
+              file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -20,34 +20,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import signal
 import stat
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from repvgg_pipeline import atomic
-from repvgg_pipeline.cli import EXIT_FAILED, UserError, fail, first_line, run_cli, usable_cores
+from repvgg_pipeline.cli import EXIT_FAILED, UserError, fail, run_cli
 from repvgg_pipeline.dataset import CLASS_FOLDERS, ImageItem, check_unique_keys, find_images, parse_shard, shard
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.failures import printable, write_failures
 from repvgg_pipeline.formats.labels import write_labels
 from repvgg_pipeline.memory import shortfall
-from repvgg_pipeline.transforms import PRESETS, TORCHVISION, EvalTransform, default_resize, preprocess_image
+from repvgg_pipeline.preprocessing import (
+    LABEL_FILE,
+    add_transform_arguments,
+    check_workers,
+    init_worker,
+    preprocess_one,
+    transform_from_options,
+)
+from repvgg_pipeline.transforms import TORCHVISION, EvalTransform
 
 MODEL_PRESETS = {"repvgg": {}}  # the ModelZoo script's model_type argument; its only model uses the defaults
-LABEL_FILE = "val_label.txt"
 SETTINGS_FILE = ".preprocess-settings.json"  # hidden: ais_bench and gen_dataset_info only read *.bin
 WORKER_BASE_BYTES = 96 * 1024 ** 2  # one worker process (Python, numpy, Pillow) before its first image
 MAX_LISTED = 5
@@ -63,30 +65,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", metavar="[repvgg] SRC DST",
                         help="source folder (flat ImageNet val or one subfolder per class) and output folder; "
                              "an optional leading model name 'repvgg' is accepted like the ModelZoo script")
-    parser.add_argument(
-        "--preset", choices=PRESETS, default=TORCHVISION,
-        help="whose evaluation transform to reproduce. torchvision (default): Resize(256) bilinear + CenterCrop(224) "
-             "bit-identical to torchvision, the official RepVGG figures (A0: top-1 72.41). mindspore: the MindSpore "
-             "model zoo's research/cv/repvgg eval.py / infer_onnx.py (shorter side 256 with Pillow's bicubic, centre "
-             "crop 224, mean/std on 0-255 pixels), its published ONNX figures top-1 0.72024 / top-5 0.90394 (and "
-             "eval.py's 72.938 / 90.902). mindspore-310: its Ascend 310 inference (ascend310_infer/src/main.cc: "
-             "Resize((256, 256)) bicubic ignoring the aspect ratio, centre crop 224), published top-1 0.72242 / "
-             "top-5 0.90734. --resize, --crop, --mean, --std still apply on top of a preset")
-    parser.add_argument("--resize", type=int, default=None,
-                        help="shorter side after resize (default: 256 for --crop 224, else the crop size; "
-                             "int(256 / 224 * crop) with a mindspore preset)")
-    parser.add_argument("--crop", type=int, default=224, help="center crop size (default: 224)")
-    parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
-                        help="normalisation mean (default: ImageNet 0.485 0.456 0.406)")
-    parser.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
-                        help="normalisation std (default: ImageNet 0.229 0.224 0.225)")
-    parser.add_argument("--dtype", choices=tensors.LAYOUTS, default=tensors.FLOAT32_CHW,
-                        help="float32: normalised CHW tensor (602,112 bytes at 224); uint8: cropped RGB pixels, "
-                             "HWC, for an OM model with AIPP normalisation (150,528 bytes at 224)")
-    parser.add_argument("--workers", type=int, default=usable_cores(),
-                        help="parallel processes (default: all cores, here %(default)s)")
-    parser.add_argument("--shard", default=None, metavar="i/n",
-                        help="process only the i-th (0-based) of n deterministic shares, e.g. 0/4 ... 3/4")
+    add_transform_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="redo every output, even complete ones")
     stale = parser.add_mutually_exclusive_group()
     stale.add_argument("--remove-stale", action="store_true",
@@ -106,25 +85,7 @@ def _split_paths(paths: list[str]) -> tuple[Path, Path]:
 
 
 def _transform_from_args(args: argparse.Namespace) -> EvalTransform:
-    if args.crop < 1:
-        raise fail(f"--crop must be positive, got {args.crop}")
-    resize = default_resize(args.crop, args.preset) if args.resize is None else args.resize
-    if resize < 1:
-        raise fail(f"--resize must be positive, got {resize}")
-    base = EvalTransform()
-    mean = tuple(args.mean) if args.mean is not None else base.mean
-    std = tuple(args.std) if args.std is not None else base.std
-    if not all(math.isfinite(m) for m in mean):
-        raise fail(f"--mean must be finite numbers, got {' '.join(map(str, mean))}")
-    if not all(math.isfinite(v) and v > 0 for v in std):
-        raise fail(f"--std must be positive finite numbers, got {' '.join(map(str, std))}")
-    transform = EvalTransform(resize=resize, crop=args.crop, mean=mean, std=std, preset=args.preset)
-    with np.errstate(all="ignore"):  # the overflow is reported below, in one line
-        lut = transform.lut()
-    if not np.isfinite(lut).all():
-        raise fail(f"--mean {' '.join(map(str, mean))} / --std {' '.join(map(str, std))}: "
-                   "the normalised values overflow float32")
-    return transform
+    return transform_from_options(args.crop, args.resize, args.mean, args.std, args.preset)
 
 
 def _check_memory(transform: EvalTransform, workers: int) -> None:
@@ -256,28 +217,12 @@ def _complete_outputs(dst: Path, nbytes: int, planned: set[str]) -> set[str]:
     return complete
 
 
-# Worker state, set once per process by _init_worker (also used in-process for --workers 1).
-_STATE: dict = {}
-
-
-def _init_worker(transform: EvalTransform, dtype: str, ignore_sigint: bool) -> None:
-    if ignore_sigint:  # Ctrl-C is handled by the parent, which terminates the pool
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Images between Pillow's warning and error limits (89M-179M pixels) are processed like any
-    # other; its two-line warning would break the one-line-per-problem output. Above, it fails.
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    _STATE["transform"] = transform
-    _STATE["dtype"] = dtype
-    _STATE["lut"] = transform.lut()
-
-
 def _process_one(job: tuple[str, str]) -> tuple[str, str | None, str | None]:
     """Preprocess one image; returns (source, image error, write error) with None for no error."""
     source, target = job
-    try:
-        array = preprocess_image(source, _STATE["transform"], _STATE["lut"], _STATE["dtype"])
-    except Exception as err:  # noqa: BLE001 - any decoder error means: this image is unreadable
-        return source, first_line(err, with_type=True), None
+    array, image_error = preprocess_one(source)
+    if image_error is not None:
+        return source, image_error, None
     try:
         tensors.write_tensor(target, array)
     except OSError as err:
@@ -288,12 +233,12 @@ def _process_one(job: tuple[str, str]) -> tuple[str, str | None, str | None]:
 def _run_jobs(jobs: list[tuple[str, str]], transform: EvalTransform, dtype: str, workers: int) -> Iterable:
     """Yield `_process_one` results, in-process for one worker, else from a process pool."""
     if workers <= 1 or len(jobs) <= 1:
-        _init_worker(transform, dtype, ignore_sigint=False)
+        init_worker(transform, dtype, ignore_sigint=False)
         for job in jobs:
             yield _process_one(job)
         return
     chunksize = max(1, min(8, len(jobs) // (workers * 32)))  # small chunks: no worker idles at the end
-    with Pool(workers, initializer=_init_worker, initargs=(transform, dtype, True)) as pool:
+    with Pool(workers, initializer=init_worker, initargs=(transform, dtype, True)) as pool:
         yield from pool.imap_unordered(_process_one, jobs, chunksize=chunksize)
 
 
@@ -301,8 +246,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     src, dst = _split_paths(args.paths)
     transform = _transform_from_args(args)
-    if args.workers < 1:
-        raise fail(f"--workers must be at least 1, got {args.workers}")
+    check_workers(args.workers)
     shard_index, shard_count = parse_shard(args.shard) if args.shard else (0, 1)
 
     found = find_images(src, exclude=dst)

@@ -16,11 +16,17 @@ model before anything runs, so a wrong file fails the run up front with its name
 the expected size instead of leaving a partial result behind. Reading the next batch and
 writing the last batch's dumps overlap the current batch's compute (one background
 thread each), which keeps the runner's overhead over a bare `session.run` loop small.
+
+Where the batches come from is a seam (`repvgg_pipeline.sources.BatchSource`): `.bin`
+files here (`TensorFiles`), or images decoded on the fly (`sources.images.ImageStream`,
+`infer.py` streaming); the backends only ever see arrays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -31,11 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from repvgg_pipeline import guards
+from repvgg_pipeline import atomic, guards
 from repvgg_pipeline.backends import open_backend
 from repvgg_pipeline.backends.base import Backend, InputSpec
 from repvgg_pipeline.cli import cannot_write, fail
 from repvgg_pipeline.formats import dumps, info, summary, tensors
+from repvgg_pipeline.sources import Batch, BatchSource, Sample
 
 DEFAULT_BATCH_SIZE = 16
 
@@ -56,6 +63,10 @@ class InputFile:
     @property
     def stem(self) -> str:
         return self.path.stem
+
+    @property
+    def infile(self) -> str:
+        return str(self.path)
 
 
 def list_inputs(source: Path | str) -> list[InputFile]:
@@ -103,16 +114,17 @@ class Geometry:
         return tensors.describe(self.layout, self.height, self.width, self.channels)
 
 
-def resolve_geometry(spec: InputSpec, input_size: tuple[int, int] | None, files: Sequence[InputFile]) -> Geometry:
-    """The per-image input geometry: from the model, else `--input-size`, else the info file's width/height."""
+def resolve_geometry(spec: InputSpec, input_size: tuple[int, int] | None,
+                     size_hint: tuple[int, int] | None) -> Geometry:
+    """The per-image input geometry: from the model, else `--input-size`, else the source's (info file, crop)."""
     height, width = spec.height, spec.width
     if height is not None and width is not None:
         if input_size is not None and tuple(input_size) != (height, width):
             raise fail(f"--input-size {input_size[0]}x{input_size[1]} conflicts with the model's fixed input "
                        f"{height}x{width}")
         return Geometry(spec.layout, spec.channels, height, width)
-    if input_size is None and files and files[0].height:
-        input_size = (files[0].height, files[0].width)
+    if input_size is None:
+        input_size = size_hint
     if input_size is None:
         raise fail(f"the model's input {spec.name!r} has no fixed height and width; pass --input-size")
     return Geometry(spec.layout, spec.channels, int(input_size[0]), int(input_size[1]))
@@ -177,6 +189,41 @@ class RunOptions:
     display_all_summary: bool = True  # print the H2D/D2H lines too (ais_bench --display_all_summary)
 
 
+class TensorFiles:
+    """The `.bin` tensors of a folder or an info file (`list_inputs`) as a `BatchSource`: the two-step path."""
+
+    def __init__(self, inputs: Path | str) -> None:
+        self.samples: list[InputFile] = list_inputs(inputs)
+        self.failures: list[tuple[str, str]] = []  # a tensor that cannot be read fails the run instead
+
+    def size_hint(self) -> tuple[int, int] | None:
+        first = self.samples[0] if self.samples else None
+        return (first.height, first.width) if first is not None and first.height else None
+
+    def check(self, geometry: Geometry) -> None:
+        check_input_sizes(self.samples, geometry)
+
+    def batches(self, todo: Sequence[tuple[int, InputFile]], batch_size: int, geometry: Geometry,
+                overlap: bool) -> Iterator[Batch]:
+        chunks = list(_chunks(todo, batch_size))
+        with _io_executor(overlap) as reader:
+            buffers = _batch_buffers(batch_size, geometry)
+
+            def submit(chunk):
+                # the buffer handed out here was last run two batches ago: that run has returned
+                return reader.submit(_read_batch, [item for _, item in chunk], geometry, next(buffers))
+
+            pending = submit(chunks[0]) if chunks else None
+            for number, chunk in enumerate(chunks):
+                batch = pending.result()
+                if number + 1 < len(chunks):
+                    pending = submit(chunks[number + 1])
+                yield Batch(list(chunk), batch, len(chunk))
+
+    def write_reports(self, output_root: Path) -> Path | None:
+        return None
+
+
 @dataclass
 class RunResult:
     """What a run did, for the caller's report and for tests."""
@@ -193,6 +240,8 @@ class RunResult:
     backend: str
     device: str
     lines: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # inputs that could not be read (streaming)
+    failures_file: Path | None = None
 
 
 def _read_batch(files: Sequence[InputFile], geometry: Geometry, batch: np.ndarray) -> np.ndarray:
@@ -244,7 +293,7 @@ def _chunks(files: Sequence[InputFile], size: int) -> Iterator[Sequence[InputFil
         yield files[start:start + size]
 
 
-def _write_dumps(chunk: Sequence[tuple[int, InputFile]], outputs: Sequence[np.ndarray], dump_dir: Path,
+def _write_dumps(chunk: Sequence[tuple[int, Sample]], outputs: Sequence[np.ndarray], dump_dir: Path,
                  outfmt: str) -> dict[str, dict]:
     """Write one batch's dumps (padding rows excluded); return its `filesinfo` entries, keyed by sample index."""
     entries = {}
@@ -257,7 +306,7 @@ def _write_dumps(chunk: Sequence[tuple[int, InputFile]], outputs: Sequence[np.nd
             except OSError as err:  # disk full, folder made read-only meanwhile
                 raise cannot_write(path, err) from None
             outfiles.append(str(path))
-        entries[str(index)] = {"infiles": [str(item.path)], "outfiles": outfiles}
+        entries[str(index)] = {"infiles": [item.infile], "outfiles": outfiles}
     return entries
 
 
@@ -271,9 +320,9 @@ def _guard_outputs(source: Path | None, files: Sequence[InputFile], dump_dir: Pa
     """Refuse outputs that would land on the inputs: a dump folder that is (or holds) the input folder or a
     folder the info file points into, a summary file that is the info file or one of the inputs."""
     sources = {Path(source)} if source is not None else set()
-    sources.update(item.path.parent for item in files)
+    sources.update(Path(item.infile).parent for item in files)
     guards.refuse_inputs_inside(dump_dir, sorted(sources), "dump folder")
-    inputs = [("input", item.path) for item in files if item.path.name == summary_file.name]
+    inputs = [("input", Path(item.infile)) for item in files if Path(item.infile).name == summary_file.name]
     if source is not None:
         inputs.append(("input", Path(source)))
     guards.refuse_overwriting_inputs(summary_file, inputs)
@@ -286,6 +335,16 @@ def _makedirs(path: Path, mode: int) -> None:
     for folder in [*reversed(path.parents), path]:
         if not folder.is_dir():
             folder.mkdir(mode=mode, exist_ok=True)
+
+
+def _clear_temporaries(dump_dir: Path) -> int:
+    """Remove the leftovers of dump writes an interrupt cut short (atomic.py's temporary names, ours alone)."""
+    removed = 0
+    for entry in os.scandir(dump_dir):
+        if entry.is_file(follow_symlinks=False) and atomic.is_temporary(entry.name):
+            os.unlink(entry.path)
+            removed += 1
+    return removed
 
 
 def _summary_args(options: RunOptions, backend: Backend, batch_size: int) -> dict:
@@ -313,30 +372,38 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="img", desc="infer", file=sys.stderr, disable=None if enabled else True)
 
 
-def run(options: RunOptions, backend: Backend | None = None, progress: bool = True) -> RunResult:
-    """Run the model over the inputs (or `loop` times over random data when there are none); see the module doc."""
+def run(options: RunOptions, backend: Backend | None = None, progress: bool = True,
+        source: BatchSource | None = None) -> RunResult:
+    """Run the model over the inputs (or `loop` times over random data when there are none); see the module doc.
+
+    `source` gives the batches (default: the `.bin` tensors of `options.inputs`).
+    """
     outfmt = options.outfmt.upper()
     if outfmt not in dumps.OUTFMTS:
         raise fail(f"unknown --outfmt {options.outfmt!r}; expected one of {', '.join(dumps.OUTFMTS)}")
     if options.loop < 1 or options.warmup < 0:
         raise fail("--loop must be at least 1 and --warmup at least 0")
-    files = list_inputs(options.inputs) if options.inputs is not None else []
+    if source is None and options.inputs is not None:
+        source = TensorFiles(options.inputs)
     own_backend = backend is None
     if backend is None:
         backend = open_backend(options.model, options.backend, options.device, options.threads)
     try:
-        return _run(options, backend, files, outfmt, progress)
+        return _run(options, backend, source, outfmt, progress)
     finally:
         if own_backend:
             backend.close()
 
 
-def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: str, progress: bool) -> RunResult:
-    geometry = resolve_geometry(backend.input, options.input_size, files)
+def _run(options: RunOptions, backend: Backend, source: BatchSource | None, outfmt: str,
+         progress: bool) -> RunResult:
+    files = source.samples if source is not None else []
+    geometry = resolve_geometry(backend.input, options.input_size, source.size_hint() if source else None)
     batch_size = resolve_batch_size(backend.input, options.batch_size)
     batch_size, note = guards.fit_batch_to_inputs(batch_size, len(files), backend.input.batch is not None)
     guards.check_batch_memory(batch_size, geometry.nbytes)
-    check_input_sizes(files, geometry)
+    if source is not None:
+        source.check(geometry)
     if note and options.batch_size is not None:  # the default batch is capped without a word
         print(f"note: {note}", file=sys.stderr)
     if options.output_dirname is None:
@@ -359,7 +426,7 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
         dump_dir = Path(options.output_root) / dirname
         summary_file = summary.summary_path(Path(options.output_root), options.output_dirname)
         if (check_run_paths := getattr(backend, "check_run_paths", None)) is not None:  # ais_bench's path rules
-            check_run_paths(options.inputs, [item.path for item in files], Path(options.output_root), dump_dir)
+            check_run_paths(options.inputs, [Path(item.infile) for item in files], Path(options.output_root), dump_dir)
         _guard_outputs(options.inputs, files, dump_dir, summary_file)
         try:
             _makedirs(dump_dir, getattr(backend, "output_dir_mode", 0o777))
@@ -369,6 +436,7 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
                    for item in files for i in range(len(backend.output_names))]
         guards.claim_dump_folder(dump_dir, planned, options.resume, summary_file)  # removes only what infer.py wrote
         if options.resume:
+            _clear_temporaries(dump_dir)
             for index, item in enumerate(files):
                 existing = _existing_dumps(dump_dir, item.stem, len(backend.output_names), outfmt)
                 if existing is not None:
@@ -402,40 +470,36 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
             record(backend.run(random_batch)[1])
             batches += 1
     else:
-        chunks = list(_chunks(todo, batch_size))
         written = []
         overlap = not backend.compute_on_host  # see Backend.compute_on_host
-        with _io_executor(overlap) as reader, _io_executor(overlap) as writer, _progress(len(todo), progress) as bar:
-            buffers = _batch_buffers(batch_size, geometry)
-
-            def submit(chunk):
-                # the buffer handed out here was last run two batches ago: that run has returned
-                return reader.submit(_read_batch, [item for _, item in chunk], geometry, next(buffers))
-
-            pending = submit(chunks[0]) if chunks else None
-            if chunks and options.warmup:
-                warm = pending.result()
-                for _ in range(options.warmup):
-                    backend.run(warm)
-            for number, chunk in enumerate(chunks):
-                batch = pending.result()
-                if number + 1 < len(chunks):
-                    pending = submit(chunks[number + 1])
+        with (_io_executor(overlap) as writer, _progress(len(todo), progress) as bar,
+              contextlib.closing(source.batches(todo, batch_size, geometry, overlap)) as source_batches):
+            for number, batch in enumerate(source_batches):
+                chunk = batch.rows
+                if number == 0:
+                    for _ in range(options.warmup):
+                        backend.run(batch.array)
                 for _ in range(options.loop):
-                    outputs, timing = backend.run(batch)
+                    outputs, timing = backend.run(batch.array)
                     record(timing)
                 batches += 1
                 padded += batch_size - len(chunk)
                 if dump_dir is not None:
                     written.append(writer.submit(_write_dumps, chunk, outputs, dump_dir, outfmt))
-                bar.update(len(chunk))
+                bar.update(batch.consumed)
             for future in written:  # re-raises a failed write here, before any summary is written
                 filesinfo.update(future.result())
     wall_s = time.perf_counter() - start
 
     for index, paths in kept.items():
-        filesinfo[str(index)] = {"infiles": [str(files[index].path)], "outfiles": [str(p) for p in paths]}
-    filesinfo = dict(sorted(filesinfo.items(), key=lambda kv: int(kv[0])))
+        filesinfo[str(index)] = {"infiles": [files[index].infile], "outfiles": [str(p) for p in paths]}
+    # numbered 0.. in input order over the inputs that have dumps: an unreadable image leaves no gap,
+    # exactly as when preprocess.py left out its tensor
+    filesinfo = {str(number): entry for number, (_, entry)
+                 in enumerate(sorted(filesinfo.items(), key=lambda kv: int(kv[0])))}
+    failures_file = None
+    if source is not None and options.output_root is not None:
+        failures_file = source.write_reports(Path(options.output_root))
     result_summary = summary.build_summary(filesinfo, _summary_args(options, backend, batch_size),
                                            compute_ms, h2d_ms, d2h_ms, batch_size)
     if summary_file is not None:
@@ -443,9 +507,11 @@ def _run(options: RunOptions, backend: Backend, files: list[InputFile], outfmt: 
             summary.write_summary(summary_file, result_summary)
         except OSError as err:
             raise cannot_write(summary_file, err) from None
-    return RunResult(result_summary, summary_file, dump_dir, len(todo), batches, padded, len(kept), wall_s,
-                     batch_size, backend.name, backend.device,
-                     summary.performance_summary_lines(result_summary, batch_size, options.display_all_summary))
+    failures = list(source.failures) if source is not None else []
+    return RunResult(result_summary, summary_file, dump_dir, len(todo) - len(failures), batches, padded, len(kept),
+                     wall_s, batch_size, backend.name, backend.device,
+                     summary.performance_summary_lines(result_summary, batch_size, options.display_all_summary),
+                     failures, failures_file)
 
 
 def summary_line(result: RunResult) -> str:
@@ -462,6 +528,8 @@ def summary_line(result: RunResult) -> str:
         f"{result.wall_s:.2f} s wall, {rate:.1f} img/s end to end",
         f"compute throughput {result.summary['throughput']:.1f} img/s",
     ]
+    if result.failures:
+        parts.append(f"{len(result.failures)} unreadable, listed in {result.failures_file}")
     if result.dump_dir is not None:
         parts.append(f"dumps in {result.dump_dir}, summary {result.summary_file}")
     return "; ".join(parts)

@@ -43,6 +43,8 @@ Options:
                       MindSpore model zoo's eval / Ascend 310 transforms, see preprocess.py --help)
   --overwrite         redo every step, also in a work folder made with other settings (it remembers
                       checkpoint, arch, input size, images and tensor type, and refuses others without this)
+  --stream            infer.py decodes the images itself (preprocess.py's transform in worker processes):
+                      no prep_bin/ of tensors in the work folder, same dumps
   -h, --help          this help
 Environment: PYTHON (default: python, else python3).
 
@@ -77,6 +79,7 @@ clear_outputs() {  # --overwrite in a folder made with other settings: remove wh
    && rm -f -- repvgg.onnx repvgg_prep_bin.info report.md report.html pth2onnx.log aipp.config result_bs*.json \
         repvgg_bs*.om batch_agreement.json drift.json drift.log \
    && rm -f -- prep_bin/*.bin prep_bin/val_label.txt prep_bin/failed*.txt prep_bin/.preprocess-settings.json \
+        result/val_label.txt result/failed*.txt \
    && for run in result/bs* result/torch_bs* result/fp16_bs* result/onnx_bs*; do \
         [[ -d "$run" ]] || continue; \
         rm -f -- "$run"/*_[0-9]*.bin "$run"/*_[0-9]*.npy "$run"/*_[0-9]*.txt "$run"/.infer_dumps.json "${run}_summary.json"; \
@@ -128,7 +131,7 @@ write_settings() {  # $1 record file, $2... "key=value" lines ("# ..." lines ver
 }
 
 checkpoint="" images="" labels="" arch="" input_size=224 workdir="" batch_sizes="1 16" backend=auto chip=""
-device=0 soc_version="" aipp=0 preset="" overwrite=0
+device=0 soc_version="" aipp=0 preset="" overwrite=0 stream=0
 precision_mode="" drift=1  # issue 10: drift table
 while [[ $# -gt 0 ]]; do
   arg="$1"
@@ -151,6 +154,7 @@ while [[ $# -gt 0 ]]; do
     --no-drift|--no_drift) drift=0; shift ;;  # issue 10
     --preset) need_value "$@"; preset="$2"; shift 2 ;;
     --overwrite|--force) overwrite=1; shift ;;
+    --stream) stream=1; shift ;;
     *) die "unknown option '$arg' (see --help)" ;;
   esac
 done
@@ -321,19 +325,28 @@ export_args=("$checkpoint" "$onnx" --input-size "$input_size" --verify-images "$
 "$PYTHON" "$ROOT/pth2onnx.py" "${export_args[@]}" 2> >(tee -i -a "$workdir/pth2onnx.log" >&2) | tee -i -a "$workdir/pth2onnx.log"
 
 # ---- 2. images -> .bin tensors, and their info file
-step "2/6 preprocess + gen_dataset_info: images -> $dtype .bin tensors"
-prep_args=("$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype" ${preset:+--preset "$preset"})
-[[ "$overwrite" == 0 ]] || prep_args+=(--overwrite)
-rc=0
-"$PYTHON" "$ROOT/preprocess.py" "${prep_args[@]}" || rc=$?
+infer_input="$workdir/repvgg_prep_bin.info" stream_args=()
 unreadable=0  # exit 1 with a failure list: some images could not be read; go on with the others
-if [[ $rc == 1 && -s "$workdir/prep_bin/failed.txt" ]]; then
-  unreadable="$(grep -c '' "$workdir/prep_bin/failed.txt")"
-  echo "$PROG: $unreadable of $image_count images could not be read (listed in $workdir/prep_bin/failed.txt); going on with the others"
-elif [[ $rc != 0 ]]; then
-  exit "$rc"
+if [[ "$stream" == 1 ]]; then
+  step "2/6 streaming: infer.py preprocesses the images itself ($dtype), no .bin tensors written"
+  infer_input="$images" stream_args=(--stream --crop "$input_size" --dtype "$dtype" ${preset:+--preset "$preset"})
+  [[ -n "$labels" ]] || labels="$workdir/result/val_label.txt"  # infer.py writes it for a class-folder layout
+else
+  step "2/6 preprocess + gen_dataset_info: images -> $dtype .bin tensors"
+  prep_args=("$images" "$workdir/prep_bin" --crop "$input_size" --dtype "$dtype" ${preset:+--preset "$preset"})
+  [[ "$overwrite" == 0 ]] || prep_args+=(--overwrite)
+  rc=0
+  "$PYTHON" "$ROOT/preprocess.py" "${prep_args[@]}" || rc=$?
+  unreadable=0  # exit 1 with a failure list: some images could not be read; go on with the others
+  if [[ $rc == 1 && -s "$workdir/prep_bin/failed.txt" ]]; then
+    unreadable="$(grep -c '' "$workdir/prep_bin/failed.txt")"
+    echo "$PROG: $unreadable of $image_count images could not be read (listed in $workdir/prep_bin/failed.txt); going on with the others"
+  elif [[ $rc != 0 ]]; then
+    exit "$rc"
+  fi
+  "$PYTHON" "$ROOT/gen_dataset_info.py" bin "$workdir/prep_bin" "$workdir/repvgg_prep_bin.info" \
+    "$input_size" "$input_size"
 fi
-"$PYTHON" "$ROOT/gen_dataset_info.py" bin "$workdir/prep_bin" "$workdir/repvgg_prep_bin.info" "$input_size" "$input_size"
 if [[ -z "$labels" ]]; then
   [[ -f "$workdir/prep_bin/val_label.txt" ]] \
     || die "no --labels given and $images has no class subfolders to take them from"
@@ -366,8 +379,15 @@ sweep_runs=()
 for i in "${!batch_list[@]}"; do
   b="${batch_list[$i]}"
   step "4/6 infer: batch $b with $backend_name"
-  "$PYTHON" "$ROOT/infer.py" "${models[$i]}" "$workdir/repvgg_prep_bin.info" "$workdir/result" \
-    --output_dirname "bs$b" --batch-size "$b" --device "$device"
+  rc=0
+  "$PYTHON" "$ROOT/infer.py" "${models[$i]}" "$infer_input" "$workdir/result" \
+    --output_dirname "bs$b" --batch-size "$b" --device "$device" ${stream_args[@]+"${stream_args[@]}"} || rc=$?
+  if [[ $rc == 1 && "$stream" == 1 && -s "$workdir/result/failed.txt" ]]; then  # streaming: unreadable images
+    unreadable="$(grep -c '' "$workdir/result/failed.txt")"
+    echo "$PROG: $unreadable of $image_count images could not be read (listed in $workdir/result/failed.txt); going on with the others"
+  elif [[ $rc != 0 ]]; then
+    exit "$rc"
+  fi
   summaries+=("$workdir/result/bs${b}_summary.json")
   sweep_runs+=("bs$b=$workdir/result/bs$b")
 done
@@ -428,20 +448,20 @@ elif [[ "$drift" == 1 ]]; then
   [[ "$backend" != ascend ]] || what="the OM"
   step "drift: PyTorch reference, ONNX float32 and $what at batch $db (log: $workdir/drift.log)"
   : > "$workdir/drift.log"
-  torch_args=("$checkpoint" "$workdir/repvgg_prep_bin.info" "$workdir/result" --output_dirname "torch_bs$db"
-              --batch-size "$db" --input-size "$input_size")
+  torch_args=("$checkpoint" "$infer_input" "$workdir/result" --output_dirname "torch_bs$db"
+              --batch-size "$db" --input-size "$input_size" ${stream_args[@]+"${stream_args[@]}"})
   [[ -z "$arch" ]] || torch_args+=(--arch "$arch")
   "$PYTHON" "$ROOT/infer.py" "${torch_args[@]}" >> "$workdir/drift.log"
   runs=("$workdir/result/torch_bs$db") names="torch"
   if [[ "$backend" == ascend ]]; then
-    "$PYTHON" "$ROOT/infer.py" "$onnx" "$workdir/repvgg_prep_bin.info" "$workdir/result" --backend onnxruntime \
-      --output_dirname "onnx_bs$db" --batch-size "$db" >> "$workdir/drift.log"
+    "$PYTHON" "$ROOT/infer.py" "$onnx" "$infer_input" "$workdir/result" --backend onnxruntime \
+      --output_dirname "onnx_bs$db" --batch-size "$db" ${stream_args[@]+"${stream_args[@]}"} >> "$workdir/drift.log"
     runs+=("$workdir/result/onnx_bs$db" "$workdir/result/bs$db") names+=",onnx-fp32,om-$mode"
   else
     runs+=("$workdir/result/bs$db") names+=",onnx-fp32"
     if [[ "$mode" != must_keep_origin_dtype ]]; then
-      "$PYTHON" "$ROOT/infer.py" "$onnx" "$workdir/repvgg_prep_bin.info" "$workdir/result" --precision_mode "$mode" \
-        --output_dirname "fp16_bs$db" --batch-size "$db" >> "$workdir/drift.log"
+      "$PYTHON" "$ROOT/infer.py" "$onnx" "$infer_input" "$workdir/result" --precision_mode "$mode" \
+        --output_dirname "fp16_bs$db" --batch-size "$db" ${stream_args[@]+"${stream_args[@]}"} >> "$workdir/drift.log"
       runs+=("$workdir/result/fp16_bs$db") names+=",$mode-preview"
     fi
   fi

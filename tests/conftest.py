@@ -49,3 +49,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int = 2, cont
     assert "Traceback" not in proc.stderr
     if contains is not None:
         assert contains.lower() in lines[0].lower(), lines[0]
+
+
+def run_atc_standin(onnx: Path, output: Path, batch: int, size: int, aipp: Path | None = None) -> Path:
+    """The stand-in atc (tests/standins): `{output}.om`, the ONNX model with its input fixed to batch,3,size,size."""
+    args = [sys.executable, str(STANDINS / "atc_standin.py"), "--framework=5", f"--model={onnx}", f"--output={output}",
+            "--input_format=NCHW", f"--input_shape=actual_input_1:{batch},3,{size},{size}",
+            "--soc_version=Ascend310P3"]
+    if aipp is not None:
+        args.append(f"--insert_op_conf={aipp}")
+    subprocess.run(args, check=True, capture_output=True)
+    return output.with_suffix(".om")

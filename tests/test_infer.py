@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.info import InfoEntry, write_info
 from repvgg_pipeline.formats.summary import PERCENTILE_KEY
-from tests.conftest import REPO_ROOT, STANDINS, assert_one_line_error, run_script
+from tests.conftest import REPO_ROOT, STANDINS, assert_one_line_error, run_atc_standin, run_script
 
 SIZE = 32
 CLASSES = 10
@@ -203,12 +202,7 @@ def _standin_env(**extra: str) -> dict:
 
 
 def _atc(onnx: Path, output: Path, batch: int, aipp: Path | None = None) -> None:
-    args = [sys.executable, str(STANDINS / "atc_standin.py"), "--framework=5", f"--model={onnx}", f"--output={output}",
-            "--input_format=NCHW", f"--input_shape=actual_input_1:{batch},3,{SIZE},{SIZE}",
-            "--soc_version=Ascend310P3"]
-    if aipp is not None:
-        args.append(f"--insert_op_conf={aipp}")
-    subprocess.run(args, check=True, capture_output=True)
+    run_atc_standin(onnx, output, batch, SIZE, aipp)
 
 
 def test_om_model_runs_through_ais_bench_with_the_same_output(data, tmp_path):
