@@ -30,10 +30,13 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
+from repvgg_pipeline.cli import EXIT_FAILED, UserError, fail, run_cli
+
+# isort: split
+# imported after repvgg_pipeline.cli, which turns a Ctrl-C during these (slow) imports into one line
 from tqdm import tqdm
 
 from repvgg_pipeline import atomic
-from repvgg_pipeline.cli import EXIT_FAILED, UserError, fail, run_cli
 from repvgg_pipeline.dataset import CLASS_FOLDERS, ImageItem, check_unique_keys, find_images, parse_shard, shard
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.formats.failures import printable, write_failures

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from repvgg_model import fuse_model, load_checkpoint, write_random_checkpoint
-from repvgg_model.export import export_onnx, load_verify_images
+from repvgg_model.export import export_onnx
 from repvgg_pipeline.cli import UserError
+from repvgg_pipeline.dataset import load_eval_batch
 from repvgg_pipeline.formats import tensors
 from repvgg_pipeline.fp16_preview import (
     FP16,
@@ -140,7 +141,7 @@ def a0(shared_data, tmp_path_factory):
     write_random_checkpoint(root / "A0.pth", arch="RepVGG-A0", seed=0)
     fused, _ = fuse_model(load_checkpoint(root / "A0.pth").model)
     export_onnx(fused, root / "a0.onnx")
-    images, _ = load_verify_images(shared_data / "imagenet_val_1300", 224, IMAGES)
+    images, _ = load_eval_batch(shared_data / "imagenet_val_1300", 224, IMAGES)
     (root / "bins").mkdir()
     names = [f"img{i:03d}" for i in range(len(images))]
     for name, image in zip(names, images, strict=True):
