@@ -91,14 +91,6 @@ def run_cli(
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return err.exit_code
-    except Exception as err:
-        # the model library's own error (repvgg_model.errors.ModelError: a bad checkpoint for the torch
-        # backend, say): the same one line. Looked up, not imported, so light scripts never load torch.
-        model_errors = sys.modules.get("repvgg_model.errors")
-        if model_errors is None or not isinstance(err, model_errors.ModelError):
-            raise
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return err.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -107,4 +99,12 @@ def run_cli(
         # stdout now points at /dev/null so the interpreter's own flush at exit cannot fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except Exception as err:
+        # the model library's own error (repvgg_model.errors.ModelError: a bad checkpoint for the torch
+        # backend, say): the same one line. Looked up, not imported, so light scripts never load torch.
+        model_errors = sys.modules.get("repvgg_model.errors")
+        if model_errors is None or not isinstance(err, model_errors.ModelError):
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return err.exit_code
     return int(code or 0)

@@ -426,7 +426,10 @@ def _run(options: RunOptions, backend: Backend, source: BatchSource | None, outf
         dump_dir = Path(options.output_root) / dirname
         summary_file = summary.summary_path(Path(options.output_root), options.output_dirname)
         if (check_run_paths := getattr(backend, "check_run_paths", None)) is not None:  # ais_bench's path rules
-            check_run_paths(options.inputs, [Path(item.infile) for item in files], Path(options.output_root), dump_dir)
+            # streamed images never reach ais_bench (their arrays do): only tensor files are its inputs
+            tensor_files = [Path(item.infile) for item in files] if isinstance(source, TensorFiles) else []
+            check_run_paths(options.inputs if tensor_files else None, tensor_files, Path(options.output_root),
+                            dump_dir)
         _guard_outputs(options.inputs, files, dump_dir, summary_file)
         try:
             _makedirs(dump_dir, getattr(backend, "output_dir_mode", 0o777))

@@ -305,9 +305,9 @@ if [[ "$demo" == 1 ]]; then
   step "demo inputs: random $arch checkpoint and generated images"
   checkpoint="$workdir/${arch}-random-weights.pth"
   if [[ ! -f "$checkpoint" ]]; then
-    "$PYTHON" -c 'import sys; from repvgg_model import write_random_checkpoint as w; from repvgg_pipeline.cli import UserError
+    "$PYTHON" -c 'import sys; from repvgg_model import write_random_checkpoint as w; from repvgg_model.errors import ModelError
 try: w(sys.argv[1], arch=sys.argv[2])
-except UserError as err: print(f"run_pipeline.sh: error: --arch: {err}", file=sys.stderr); sys.exit(2)' \
+except ModelError as err: print(f"run_pipeline.sh: error: --arch: {err}", file=sys.stderr); sys.exit(2)' \
       "$checkpoint" "$arch"
   fi
   echo "checkpoint: $checkpoint"

@@ -18,6 +18,7 @@ import torch
 
 from repvgg_pipeline import atomic
 from repvgg_pipeline.formats.labels import read_labels
+from repvgg_pipeline.guards import MANIFEST_NAME
 from tests.conftest import REPO_ROOT, STANDINS, assert_one_line_error, run_atc_standin, run_script
 from tests.test_infer import _standin_env
 
@@ -65,8 +66,13 @@ def link_images(files: list[Path], folder: Path) -> Path:
     return folder
 
 
+def listing(folder: Path) -> list[Path]:
+    """A dump folder's entries but infer.py's hidden record of the dumps it writes (guards.MANIFEST_NAME)."""
+    return [p for p in folder.iterdir() if p.name != MANIFEST_NAME]
+
+
 def dumps_of(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {p.name: p.read_bytes() for p in sorted(listing(folder))}
 
 
 def tensor_files(root: Path) -> list[Path]:
@@ -190,7 +196,7 @@ def test_ctrl_c_is_clean_and_resume_finishes(shared_data, models, tmp_path):
             "--output_dirname", "bs8", "--batch-size", str(BATCH), "--workers", "2"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not (out / "bs8").is_dir() or len(list((out / "bs8").iterdir())) < 40):
+    while time.monotonic() < deadline and (not (out / "bs8").is_dir() or len(list(listing(out / "bs8"))) < 40):
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
@@ -199,7 +205,7 @@ def test_ctrl_c_is_clean_and_resume_finishes(shared_data, models, tmp_path):
     time.sleep(0.2)
     assert not _our_processes(str(out)), "a worker outlived the run"
     # whatever exists under a final name is whole (a write cut short leaves only a temporary name)
-    partial = [p for p in (out / "bs8").iterdir() if not atomic.is_temporary(p)]
+    partial = [p for p in listing(out / "bs8") if not atomic.is_temporary(p)]
     assert 40 <= len(partial) < 1300 and all(p.stat().st_size == 40 for p in partial)
     assert not (out / "bs8_summary.json").exists()
 
@@ -207,7 +213,7 @@ def test_ctrl_c_is_clean_and_resume_finishes(shared_data, models, tmp_path):
                          "--batch-size", BATCH, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(partial)} kept from an earlier run" in resumed.stdout
-    assert len(list((out / "bs8").iterdir())) == 1300  # no temporary left behind either
+    assert len(list(listing(out / "bs8"))) == 1300  # no temporary left behind either
     assert len(json.loads((out / "bs8_summary.json").read_text())["filesinfo"]) == 1300
     shutil.rmtree(out)
 
@@ -219,7 +225,7 @@ def test_a_worker_that_dies_ends_the_run_with_one_line(shared_data, models, tmp_
                              "--batch-size", str(BATCH), "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not (out / "bs8").is_dir() or len(list((out / "bs8").iterdir())) < 16):
+    while time.monotonic() < deadline and (not (out / "bs8").is_dir() or len(list(listing(out / "bs8"))) < 16):
         time.sleep(0.02)
     workers = [pid for pid in _our_processes(str(out)) if pid != proc.pid]
     assert len(workers) == 2 and proc.poll() is None
@@ -290,7 +296,7 @@ def test_shards_stream_their_share(shared_data, models, tmp_path):
         proc = run_script("infer.py", models / "dynamic.onnx", images, tmp_path / "out", "--output_dirname", f"s{i}",
                           "--shard", f"{i}/2", "--workers", "1")
         assert proc.returncode == 0, proc.stderr
-        names.append({p.name for p in (tmp_path / "out" / f"s{i}").iterdir()})
+        names.append({p.name for p in listing(tmp_path / "out" / f"s{i}")})
     assert [len(n) for n in names] == [5, 5] and not names[0] & names[1]
 
 
