@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,8 +24,10 @@ from repvgg_pipeline.cli import EXIT_FAILED, fail, run_cli
 from repvgg_pipeline.compare import (
     compare_pair,
     default_name,
+    is_compare_json,
     json_safe,
     load_set,
+    same_dumps,
     same_file,
     table_lines,
     violations,
@@ -83,11 +86,19 @@ def main(args: argparse.Namespace) -> int:
         for path in (args.reference, *args.others, args.labels):
             if path is not None and same_file(args.json, path):
                 raise fail(f"--json {args.json} is one of the inputs; it would be overwritten")
+        if os.path.lexists(args.json) and not is_compare_json(args.json):
+            raise fail(f"--json {args.json} exists and is not a comparison compare.py wrote; "
+                       f"refusing to replace it: give another name")
     names = _names(args)
     labels = read_labels(args.labels) if args.labels is not None else None
     runs = [load_set(path, name, args.output_index, args.dump_format, args.dtype)
             for path, name in zip([args.reference, *args.others], names, strict=True)]
     reference = runs[0]
+    for index, run in enumerate(runs[1:], start=1):
+        for earlier in runs[:index]:
+            if same_dumps(earlier, run):
+                raise fail(f"{run.where} reads the same dumps as {earlier.where}: a run compared with itself; "
+                           f"give the dumps of another run")
     pairs = [compare_pair(reference, other, labels, args.allow_missing) for other in runs[1:]]
 
     print("\n".join(table_lines(reference, pairs, args.show_flipped)))

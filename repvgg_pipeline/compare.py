@@ -45,6 +45,7 @@ class LogitSet:
     where: str  # the folder or summary the dumps were found through
     keys: list[str]
     logits: np.ndarray  # (N, C) float32
+    files: tuple[str, ...] = ()  # the dump files read, to tell two paths to the same run apart from two runs
 
 
 def default_name(path: Path | str) -> str:
@@ -61,7 +62,29 @@ def load_set(path: Path | str, name: str, output_index: int | None = None, dump_
              dtype: str = "float32") -> LogitSet:
     """Find and read the dumps of one run (see `formats.dumps.find_dumps`)."""
     dumps = find_dumps(Path(path), output_index, dump_format)
-    return LogitSet(name, dumps.where, list(dumps.keys), read_dumps(dumps, dtype))
+    return LogitSet(name, dumps.where, list(dumps.keys), read_dumps(dumps, dtype), tuple(dumps.files))
+
+
+def same_dumps(a: LogitSet, b: LogitSet) -> bool:
+    """True when two sets were read from the very same files (one run given twice, e.g. as folder and summary)."""
+    if len(a.files) != len(b.files) or not a.files:
+        return False
+    return {os.path.realpath(f) for f in a.files} == {os.path.realpath(f) for f in b.files}
+
+
+def is_compare_json(path: Path) -> bool:
+    """Whether an existing file is a regular file holding a comparison compare.py wrote (so it may be replaced)."""
+    import json
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "reference" in record and isinstance(record.get("pairs"), list)
 
 
 def mcnemar_exact(reference_only: int, other_only: int) -> float:
