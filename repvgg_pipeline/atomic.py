@@ -10,7 +10,9 @@ truncated output under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +26,27 @@ def is_temporary(path: Path | str) -> bool:
     return TMP_MARKER in Path(path).name
 
 
+def _refuse_replacing_special(final: Path) -> None:
+    """The rename would replace whatever `final` is: a FIFO, a socket, a device or a dangling or looping symlink
+    is not an earlier output of ours, so it is refused (an OSError, which every writer reports in one line)."""
+    try:
+        mode = os.lstat(final).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return  # the usual case: nothing there yet
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # a folder: the rename itself says "Is a directory"
+        return
+    try:
+        if stat.S_ISLNK(mode) and stat.S_ISREG(os.stat(final).st_mode):
+            return  # a link to a file: the link is replaced, the file it points to is kept
+    except OSError:
+        pass
+    raise FileExistsError(errno.EEXIST, "exists and is not a regular file (a FIFO, device, or dangling or looping "
+                                        "symlink?); refusing to replace it", str(final))
+
+
 def _temporary_beside(final: Path, suffix: str) -> tuple[int, Path]:
     """Create an empty temporary file in `final`'s folder (same file system, so the rename is atomic)."""
+    _refuse_replacing_special(final)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARKER}", suffix=suffix, dir=final.parent)
     os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be shared like any other file
     return fd, Path(tmp_name)

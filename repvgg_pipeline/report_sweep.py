@@ -100,6 +100,18 @@ def write_agreement(path: Path, agreement: dict) -> None:
     atomic.write_text(path, json.dumps(agreement, indent=1) + "\n")
 
 
+def _is_comparison(item: object) -> bool:
+    """Whether a comparison read back has every field `describe` and the report use, of the right type."""
+    def number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    counts = ("images", "top1_changed", "top5_changed")
+    return (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("equal"), bool)
+            and all(isinstance(item.get(k), int) and not isinstance(item.get(k), bool) for k in counts)
+            and number(item.get("max_abs_diff"))
+            and all(number(item.get(k, 0)) for k in ("only_here", "only_reference")))
+
+
 def read_agreements(path: Path) -> list[dict]:
     """The sweeps recorded in `path` (one object, or a list of them, one per backend); [] when absent."""
     path = Path(path)
@@ -113,8 +125,8 @@ def read_agreements(path: Path) -> list[dict]:
     for item in items:
         if not (isinstance(item, dict) and isinstance(item.get("reference"), str)
                 and isinstance(item.get("comparisons"), list)
-                and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in item["comparisons"])):
-            raise fail(f"{path} is not a batch agreement file (no 'reference' and 'comparisons')")
+                and all(_is_comparison(c) for c in item["comparisons"])):
+            raise fail(f"{path} is not a batch agreement file (no 'reference', or a comparison lacks its counts)")
     return items
 
 

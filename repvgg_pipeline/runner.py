@@ -458,7 +458,7 @@ def _run(options: RunOptions, backend: Backend, source: BatchSource | None, outf
     h2d_ms: list[float] = []
     d2h_ms: list[float] = []
     filesinfo: dict[str, dict] = {}
-    batches = padded = 0
+    batches = padded = scored = 0
     start = time.perf_counter()
 
     def record(timing) -> None:
@@ -487,6 +487,7 @@ def _run(options: RunOptions, backend: Backend, source: BatchSource | None, outf
                     record(timing)
                 batches += 1
                 padded += batch_size - len(chunk)
+                scored += len(chunk)
                 if dump_dir is not None:
                     written.append(writer.submit(_write_dumps, chunk, outputs, dump_dir, outfmt))
                 bar.update(batch.consumed)
@@ -511,7 +512,7 @@ def _run(options: RunOptions, backend: Backend, source: BatchSource | None, outf
         except OSError as err:
             raise cannot_write(summary_file, err) from None
     failures = list(source.failures) if source is not None else []
-    return RunResult(result_summary, summary_file, dump_dir, len(todo) - len(failures), batches, padded, len(kept),
+    return RunResult(result_summary, summary_file, dump_dir, scored, batches, padded, len(kept),
                      wall_s, batch_size, backend.name, backend.device,
                      summary.performance_summary_lines(result_summary, batch_size, options.display_all_summary),
                      failures, failures_file)

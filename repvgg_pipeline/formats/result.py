@@ -9,6 +9,7 @@ per-class accuracy) sit beside them under `metrics`, where no one has to parse "
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,4 +60,21 @@ def read_result(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("value"), list):
         raise fail(f"{path} is not a ModelZoo result.json (no 'value' list)")
     data["table"] = {item.get("key"): item.get("value") for item in data["value"] if isinstance(item, dict)}
+    _check_accuracies(path, data)
     return data
+
+
+def _check_accuracies(path: Path, data: dict) -> None:
+    """A top-k accuracy that is NaN or outside 0..100 % is a corrupt file, not a figure to show (json reads NaN)."""
+    metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+    found = [(key, value) for key, value in metrics.items()
+             if re.fullmatch(r"top\d+", str(key)) and isinstance(value, int | float) and not isinstance(value, bool)]
+    for key, text in data["table"].items():
+        if re.fullmatch(r"Top\d+ accuracy", str(key)) and isinstance(text, str):
+            try:
+                found.append((key, float(text.rstrip("%")) / 100.0))
+            except ValueError:
+                raise fail(f"{path}: {key} is {text!r}, not a percentage") from None
+    for key, value in found:
+        if not 0.0 <= value <= 1.0:  # also false for NaN
+            raise fail(f"{path}: {key} is {value}, not an accuracy (a fraction in 0..1): a corrupt result file")

@@ -48,6 +48,7 @@ from repvgg_pipeline.dataset import (
     shard,
 )
 from repvgg_pipeline.formats import tensors
+from repvgg_pipeline.formats.failures import printable
 from repvgg_pipeline.formats.labels import write_labels
 from repvgg_pipeline.preprocessing import (
     LABEL_FILE,
@@ -125,7 +126,14 @@ class ImageStream:
         # the order infer.py gives the tensors preprocess.py writes (`<stem>.bin`), so batches hold the same images
         items.sort(key=lambda item: natural_key(Path(item.name).stem + ".bin"))
         self.samples: list[ImageSample] = [ImageSample(Path(i.name).stem, str(i.path), i.relative) for i in items]
-        self.failures: list[tuple[str, str]] = []
+        # as preprocess.py: special files and symlink loops skipped with a warning, images whose names no
+        # text file can hold are failures (failed.txt, exit 1); never dropped without a word
+        for note in self.found.notes:
+            print(f"infer.py: warning: {note}", file=sys.stderr)
+        self.failures: list[tuple[str, str]] = [
+            (item.relative, reason) for item, reason in shard(self.found.unusable, self.shard_index, self.shard_count)]
+        for name, reason in self.failures:
+            print(f"infer: cannot use image {printable(name)}: {reason}", file=sys.stderr)
         self.transform = None
         self.dtype: str | None = None
 
@@ -203,7 +211,7 @@ class ImageStream:
         from tqdm import tqdm
 
         self.failures.append((sample.relative, error))
-        tqdm.write(f"infer: cannot read image {sample.relative}: {error}", file=sys.stderr)
+        tqdm.write(f"infer: cannot read image {printable(sample.relative)}: {printable(error)}", file=sys.stderr)
 
     def failures_name(self) -> str:
         """`failed.txt`, or `failed.i-of-n.txt` for a shard, as preprocess.py names it."""
