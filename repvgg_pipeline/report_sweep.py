@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 
 from repvgg_pipeline import atomic
 from repvgg_pipeline.accuracy import top_k_indices
-from repvgg_pipeline.cli import fail, run_cli
+from repvgg_pipeline.cli import UserError, cannot_write, fail, run_cli
 from repvgg_pipeline.formats.dumps import find_dumps, read_dumps
 
 AGREEMENT_FILE = "batch_agreement.json"
@@ -165,8 +166,18 @@ def main(args: argparse.Namespace) -> int:
     names = [name for name, _ in args.runs]
     if len(set(names)) != len(names):
         raise fail(f"run names must differ, got {', '.join(names)}")
+    if os.path.lexists(args.json):  # ours from an earlier sweep may be replaced; nothing else (a run summary, say)
+        try:
+            if not os.path.isfile(args.json):  # a FIFO would hang the read below
+                raise fail("not a regular file")
+            read_agreements(args.json)
+        except UserError:
+            raise fail(f"--json {args.json} exists and is not a batch agreement file; refusing to replace it") from None
     agreement = build_agreement(args.backend, args.runs)
-    write_agreement(args.json, agreement)
+    try:
+        write_agreement(args.json, agreement)
+    except OSError as err:
+        raise cannot_write(args.json, err) from None
     for comparison in agreement["comparisons"]:
         print(describe(comparison, agreement["reference"]), file=sys.stderr)
         if not comparison["equal"]:

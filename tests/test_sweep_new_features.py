@@ -150,3 +150,18 @@ def test_stream_names_what_it_skips_and_fails_unusable_names(tiny_onnx, tmp_path
     assert "2 inputs" in proc.stderr or "2 inputs" in proc.stdout
     assert "bad\\nname.JPEG" in (tmp_path / "out" / "failed.txt").read_text()
     assert len(list((tmp_path / "out" / "d").glob("*_0.bin"))) == 2
+
+
+def test_report_sweep_json_never_replaces_a_run_summary(two_runs, tmp_path):
+    """`python -m repvgg_pipeline.report_sweep --json` onto a run summary overwrote it (data lost)."""
+    import subprocess
+    import sys
+
+    ref, other = two_runs
+    target = tmp_path / "bs1_summary.json"
+    target.write_text('{"args": {"backend": "onnxruntime"}}')
+    proc = subprocess.run([sys.executable, "-m", "repvgg_pipeline.report_sweep", "--json", str(target), "--backend",
+                           "onnxruntime", f"bs1={ref}", f"bs16={other}"], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert_one_line_error(proc, 2, "not a batch agreement file")
+    assert target.read_text() == '{"args": {"backend": "onnxruntime"}}'
