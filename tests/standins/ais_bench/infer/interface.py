@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import aclruntime
 import numpy as np
+from session_calls import SessionCalls
 
 from ais_bench.infer.path_rules import READ, check_path
 
@@ -27,7 +28,9 @@ LOOP_MAX_SIZE = 100000
 _MODES = ("static", "dymbatch", "dymhw", "dymdims", "dymshape")
 
 
-class InferSession:
+class InferSession(SessionCalls):
+    acl = aclruntime  # this generation's, for the calls all generations share
+
     def __init__(self, device_id: int, model_path: str, acl_json_path: str | None = None, debug: bool = False,
                  loop: int = 1) -> None:
         if not model_path:
@@ -53,63 +56,15 @@ class InferSession:
         self.outtensors_desc = self.session.get_outputs()
 
     @staticmethod
-    def convert_tensors_to_host(tensors) -> None:
-        for tensor in tensors:
-            tensor.to_host()
-
-    @staticmethod
-    def convert_tensors_to_arrays(tensors) -> list[np.ndarray]:
-        return [np.array(tensor) for tensor in tensors]
-
-    @staticmethod
     def finalize() -> None:
         if hasattr(aclruntime.InferenceSession, "finalize"):
             aclruntime.InferenceSession.finalize()
-
-    def get_inputs(self):
-        self.intensors_desc = self.session.get_inputs()
-        return self.intensors_desc
-
-    def get_outputs(self):
-        self.outtensors_desc = self.session.get_outputs()
-        return self.outtensors_desc
-
-    def set_loop_count(self, loop: int) -> None:
-        self.session.options().loop = loop
-
-    def set_staticbatch(self) -> None:
-        self.session.set_staticbatch()
-
-    def set_dynamic_batchsize(self, batch) -> None:
-        self.session.set_dynamic_batchsize(batch)
-
-    def set_custom_outsize(self, custom_sizes) -> None:
-        self.session.set_custom_outsize(custom_sizes)
 
     def get_max_dym_batchsize(self) -> int:
         return self.session.get_max_dym_batchsize()
 
     def get_dym_aipp_input_exist(self) -> int:
         return self.session.get_dym_aipp_input_exist()
-
-    def create_tensor_from_fileslist(self, desc, files):
-        return self.session.create_tensor_from_fileslist(desc, files)
-
-    def create_tensor_from_arrays_to_device(self, arrays):
-        tensor = aclruntime.Tensor(arrays)
-        tensor.to_device(self.device_id)
-        return tensor
-
-    def run(self, feeds, out_array: bool = False):
-        if len(feeds) > 0 and isinstance(feeds[0], np.ndarray):  # raw bytes: address and size only
-            inputs = [aclruntime.BaseTensor(a.__array_interface__["data"][0], a.nbytes) for a in feeds]
-        else:
-            inputs = feeds
-        outputs = self.session.run(self.outputs_names, inputs)
-        if out_array:
-            self.convert_tensors_to_host(outputs)
-            return self.convert_tensors_to_arrays(outputs)
-        return outputs
 
     def reset_summaryinfo(self) -> None:
         self.session.reset_sumaryinfo()

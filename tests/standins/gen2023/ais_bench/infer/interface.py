@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import aclruntime
 import numpy as np
+from session_calls import SessionCalls
 
 
-class InferSession:
+class InferSession(SessionCalls):
+    acl = aclruntime  # this generation's, for the calls all generations share
+
     def __init__(self, device_id: int, model_path: str, acl_json_path: str | None = None, debug: bool = False,
                  loop: int = 1) -> None:
         self.device_id = device_id
@@ -30,52 +33,6 @@ class InferSession:
         options.loop = self.loop
         self.session = aclruntime.InferenceSession(self.model_path, self.device_id, options)
         self.outputs_names = [meta.name for meta in self.session.get_outputs()]
-
-    def get_inputs(self):
-        self.intensors_desc = self.session.get_inputs()
-        return self.intensors_desc
-
-    def get_outputs(self):
-        self.outtensors_desc = self.session.get_outputs()
-        return self.outtensors_desc
-
-    def set_loop_count(self, loop: int) -> None:
-        self.session.options().loop = loop
-
-    def set_staticbatch(self) -> None:
-        self.session.set_staticbatch()
-
-    def set_dynamic_batchsize(self, batch) -> None:
-        self.session.set_dynamic_batchsize(batch)
-
-    def set_custom_outsize(self, custom_sizes) -> None:
-        self.session.set_custom_outsize(custom_sizes)
-
-    def create_tensor_from_fileslist(self, desc, files):
-        return self.session.create_tensor_from_fileslist(desc, files)
-
-    def create_tensor_from_arrays_to_device(self, arrays):
-        tensor = aclruntime.Tensor(arrays)
-        tensor.to_device(self.device_id)
-        return tensor
-
-    def convert_tensors_to_host(self, tensors) -> None:
-        for tensor in tensors:
-            tensor.to_host()
-
-    def convert_tensors_to_arrays(self, tensors) -> list[np.ndarray]:
-        return [np.array(tensor) for tensor in tensors]
-
-    def run(self, feeds, out_array: bool = False):
-        if len(feeds) > 0 and isinstance(feeds[0], np.ndarray):  # raw bytes: address and size only
-            inputs = [aclruntime.BaseTensor(a.__array_interface__["data"][0], a.nbytes) for a in feeds]
-        else:
-            inputs = feeds
-        outputs = self.session.run(self.outputs_names, inputs)
-        if out_array:
-            self.convert_tensors_to_host(outputs)
-            return self.convert_tensors_to_arrays(outputs)
-        return outputs
 
     def reset_sumaryinfo(self) -> None:
         self.session.reset_sumaryinfo()
